@@ -1,0 +1,430 @@
+"""Typed run configuration: one YAML file per run, parsed into dataclasses.
+
+Every field has a default and a help text (``field(metadata={"help": ...})``); ranges are checked in
+``__post_init__``. Unknown keys, wrong types and out-of-range values raise :class:`ConfigError` whose
+one-line message names the full key (``train.alpha: must be in [0, 1], got 1.5``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+# Canonical classes. Every dataset is mapped onto these ids; every student's id2label is this.
+LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
+LABEL2ID: dict[str, int] = {name: i for i, name in enumerate(LABELS)}
+
+TFNS_HUB_ID = "zeroshot/twitter-financial-news-sentiment"
+# TFNS: 0 Bearish, 1 Bullish, 2 Neutral.
+TFNS_LABEL_MAP = {"0": "negative", "1": "positive", "2": "neutral"}
+
+DEFAULT_PROMPT = (
+    "Classify the sentiment of this financial news tweet as negative, neutral or positive.\n"
+    "Tweet: {text}\nSentiment:"
+)
+DEFAULT_VERBALIZER = {"negative": ["negative"], "neutral": ["neutral"], "positive": ["positive"]}
+PARAPHRASE_PROMPT = "Paraphrase this sentence without changing sentiment: {text}"
+
+
+class ConfigError(ValueError):
+    """A bad config value; ``str(err)`` is one line naming the key."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        self.message = message
+        super().__init__(f"{key}: {message}" if key else message)
+
+    def under(self, prefix: str) -> "ConfigError":
+        return ConfigError(f"{prefix}.{self.key}" if self.key else prefix, self.message)
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING):
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+def _check(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(key, message)
+
+
+def _check_label_keys(mapping: dict, key: str) -> None:
+    for name in mapping:
+        _check(name in LABEL2ID, key, f"unknown class {name!r}; classes are {', '.join(LABELS)}")
+
+
+@dataclass
+class DataConfig:
+    source: str = _help(
+        "TFNS hub id, a folder holding sent_train.csv/sent_valid.csv, or the hub id of another dataset. "
+        "When it is the TFNS hub id and FINDISTILL_DATA_DIR (or --data-dir) is set, that folder is read instead.",
+        TFNS_HUB_ID,
+    )
+    train_file: str | None = _help("Explicit training file (CSV, JSONL or parquet); overrides `source`.", None)
+    eval_file: str | None = _help("Explicit evaluation file (CSV, JSONL or parquet); overrides `source`.", None)
+    text_column: str = _help("Column holding the text.", "text")
+    label_column: str = _help("Column holding the gold label.", "label")
+    label_map: dict[str, str] = _help(
+        "Dataset label value (as a string) -> canonical class (negative/neutral/positive).",
+        factory=lambda: dict(TFNS_LABEL_MAP),
+    )
+    dev_fraction: float = _help("Fraction of train carved out (stratified, seeded) as the dev split.", 0.1)
+    max_train_examples: int | None = _help("Stratified subsample of the training split (after the dev split).", None)
+    max_dev_examples: int | None = _help("Stratified subsample of the dev split.", None)
+    max_eval_examples: int | None = _help("Stratified subsample of the evaluation split (None = all rows).", None)
+    transfer_files: list[str] = _help(
+        "Unlabelled texts (one per line .txt, CSV or JSONL with the text column) labelled by the teacher only; "
+        "they get the KD loss only.",
+        factory=list,
+    )
+    seed: int = _help("Seed of the dev split and of subsampling.", 42)
+
+    def __post_init__(self):
+        _check(0.0 < self.dev_fraction < 0.5, "dev_fraction", f"must be in (0, 0.5), got {self.dev_fraction}")
+        for name in ("max_train_examples", "max_dev_examples", "max_eval_examples"):
+            value = getattr(self, name)
+            _check(value is None or value >= 3, name, f"must be >= 3 or null, got {value}")
+        for value, target in self.label_map.items():
+            _check(target in LABEL2ID, f"label_map.{value}", f"must be one of {', '.join(LABELS)}, got {target!r}")
+
+
+@dataclass
+class LoraSettings:
+    r: int = _help("LoRA rank.", 16)
+    alpha: int = _help("LoRA alpha (scaling = alpha / r).", 32)
+    dropout: float = _help("LoRA dropout.", 0.05)
+    target_modules: list[str] | None = _help(
+        "Module names to adapt; null picks the attention and MLP projections of the architecture.", None
+    )
+
+    def __post_init__(self):
+        _check(self.r >= 1, "r", f"must be >= 1, got {self.r}")
+        _check(self.alpha >= 1, "alpha", f"must be >= 1, got {self.alpha}")
+        _check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class TeacherFinetuneConfig:
+    enabled: bool = _help("Fine-tune the teacher on gold labels (LoRA) before it labels anything.", False)
+    method: Literal["verbalizer", "head"] = _help(
+        "verbalizer: cross-entropy over the label-word logits at the answer position of the teacher prompt; "
+        "head: a sequence-classification head on the causal LM.",
+        "verbalizer",
+    )
+    lora: LoraSettings = _help("LoRA settings of the teacher fine-tune.", factory=LoraSettings)
+    epochs: float = _help("Training epochs.", 1.0)
+    learning_rate: float = _help("Peak learning rate.", 2e-4)
+    batch_size: int = _help("Per-device batch size.", 8)
+    max_train_examples: int | None = _help("Stratified subsample of train used for the fine-tune.", None)
+
+    def __post_init__(self):
+        _check(self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
+        _check(0 < self.learning_rate < 1, "learning_rate", f"must be in (0, 1), got {self.learning_rate}")
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class TeacherConfig:
+    kind: Literal["prompted_lm", "classifier", "ensemble"] = _help(
+        "prompted_lm: a causal LM read through label-word logits; classifier: an "
+        "AutoModelForSequenceClassification; ensemble: the mean of `members`' probabilities.",
+        "prompted_lm",
+    )
+    model: str = _help(
+        "Hub id, local folder, or the name of a pip-shipped offline model (e.g. smollm2-135m-instruct).",
+        "Orkhan/llama-2-7b-absa",
+    )
+    revision: str | None = _help("Hub revision (branch, tag or commit).", None)
+    name: str | None = _help("Display name in tables; defaults to the model reference.", None)
+    prompt: str = _help("Prompt template with a {text} placeholder; the answer is read at its end.", DEFAULT_PROMPT)
+    system_prompt: str | None = _help("System message for tokenizers with a chat template.", None)
+    use_chat_template: bool = _help("Wrap the prompt in the tokenizer's chat template when it has one.", True)
+    few_shot: int = _help("Number of labelled training examples (balanced, seeded) shown before the text.", 0)
+    verbalizer: dict[str, list[str]] = _help(
+        "Class -> label words; a class's logit is the log-sum-exp of its words' first-token logits.",
+        factory=lambda: {k: list(v) for k, v in DEFAULT_VERBALIZER.items()},
+    )
+    label_map: dict[str, str] = _help(
+        "classifier teachers: the model's label name (or id as a string) -> canonical class. "
+        "Empty: the model's id2label names must already be negative/neutral/positive.",
+        factory=dict,
+    )
+    members: list[TeacherConfig] = _help("ensemble: the member teachers.", factory=list)
+    batch_size: int = _help("Texts per forward pass.", 16)
+    max_length: int = _help("Maximum prompt length in tokens (longer prompts are cut on the left of the text).", 256)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _help(
+        "Weights dtype; auto = bfloat16 on CUDA with bf16 support, else float32.", "auto"
+    )
+    finetune: TeacherFinetuneConfig = _help("Optional LoRA fine-tune of the teacher.", factory=TeacherFinetuneConfig)
+
+    def __post_init__(self):
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.max_length >= 8, "max_length", f"must be >= 8, got {self.max_length}")
+        _check(self.few_shot >= 0, "few_shot", f"must be >= 0, got {self.few_shot}")
+        if self.kind == "prompted_lm":
+            _check("{text}" in self.prompt, "prompt", "must contain the {text} placeholder")
+            _check(set(self.verbalizer) == set(LABELS), "verbalizer", f"must have exactly the keys {', '.join(LABELS)}")
+            for name, words in self.verbalizer.items():
+                _check(len(words) > 0, f"verbalizer.{name}", "needs at least one label word")
+        if self.kind == "ensemble":
+            _check(len(self.members) >= 1, "members", "an ensemble needs at least one member")
+        for value, target in self.label_map.items():
+            _check(target in LABEL2ID, f"label_map.{value}", f"must be one of {', '.join(LABELS)}, got {target!r}")
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.model
+
+
+@dataclass
+class StudentConfig:
+    model: str = _help("Hub id, local folder, or a pip-shipped offline model name.", "bigscience/bloom-1b1")
+    revision: str | None = _help("Hub revision.", None)
+    name: str | None = _help("Display name in tables.", None)
+    method: Literal["lora", "full"] = _help("lora: peft adapters (+ the head); full: all weights train.", "lora")
+    lora: LoraSettings = _help("LoRA settings (method: lora).", factory=LoraSettings)
+    max_length: int = _help("Maximum input length in tokens.", 64)
+
+    def __post_init__(self):
+        _check(self.max_length >= 8, "max_length", f"must be >= 8, got {self.max_length}")
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.model
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = _help("Training epochs of each student.", 2.0)
+    learning_rate: float = _help("Peak learning rate.", 5e-5)
+    batch_size: int = _help("Per-device training batch size.", 16)
+    gradient_accumulation_steps: int = _help("Gradient accumulation steps.", 1)
+    weight_decay: float = _help("AdamW weight decay.", 0.01)
+    warmup_ratio: float = _help("Fraction of steps for linear warm-up.", 0.06)
+    lr_scheduler: Literal["linear", "cosine", "constant"] = _help("Learning-rate schedule.", "linear")
+    temperature: float = _help("Distillation temperature T (softens both distributions).", 2.0)
+    alpha: float = _help("Weight of the KD term: alpha * T^2 * KL + (1 - alpha) * CE.", 0.5)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _help(
+        "auto = bf16 on a CUDA device that supports it, else fp32.", "auto"
+    )
+    max_steps: int = _help("Stop after this many optimizer steps (-1: run all epochs).", -1)
+    logging_steps: int = _help("Log the loss parts every N steps.", 20)
+    eval_batch_size: int = _help("Batch size for evaluation passes.", 64)
+    seed: int = _help("Training seed.", 42)
+
+    def __post_init__(self):
+        _check(self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
+        _check(0 < self.learning_rate < 1, "learning_rate", f"must be in (0, 1), got {self.learning_rate}")
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "must be >= 1")
+        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(0 <= self.warmup_ratio < 1, "warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        _check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        _check(0 <= self.alpha <= 1, "alpha", f"must be in [0, 1], got {self.alpha}")
+        _check(self.max_steps == -1 or self.max_steps >= 1, "max_steps", f"must be -1 or >= 1, got {self.max_steps}")
+        _check(self.logging_steps >= 1, "logging_steps", f"must be >= 1, got {self.logging_steps}")
+        _check(self.eval_batch_size >= 1, "eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
+
+
+@dataclass
+class AugmentConfig:
+    enabled: bool = _help("Generate teacher paraphrases of the training texts.", False)
+    model: str | None = _help("Causal LM that paraphrases; null = the teacher's model.", None)
+    prompt: str = _help("Paraphrase instruction with a {text} placeholder.", PARAPHRASE_PROMPT)
+    use_chat_template: bool = _help("Use the tokenizer's chat template when it has one.", True)
+    num_paraphrases: int = _help("Paraphrases generated per training text (k).", 1)
+    max_source_examples: int | None = _help("Paraphrase only this many training texts (seeded subsample).", None)
+    temperature: float = _help("Sampling temperature (0 = greedy).", 0.7)
+    top_p: float = _help("Nucleus sampling p.", 0.9)
+    max_new_tokens: int = _help("Maximum tokens generated per paraphrase.", 64)
+    batch_size: int = _help("Prompts per generate() call.", 8)
+    seed: int = _help("Sampling seed.", 1234)
+    filter: bool = _help("Apply the filters below (false keeps every non-empty candidate).", True)
+    drop_near_copies: bool = _help("Drop candidates (nearly) identical to their source.", True)
+    near_copy_threshold: float = _help("Similarity (difflib ratio of normalised texts) at or above which = copy.", 0.9)
+    drop_split_leaks: bool = _help("Drop candidates equal (normalised) to any text of any split.", True)
+    drop_bad_length: bool = _help("Drop candidates whose length ratio to the source is outside the bounds.", True)
+    min_length_ratio: float = _help("Minimum candidate/source character-length ratio.", 0.4)
+    max_length_ratio: float = _help("Maximum candidate/source character-length ratio.", 2.5)
+    drop_boilerplate: bool = _help("Drop candidates leaking prompt or chat boilerplate ('Sure! Here is...').", True)
+    drop_inconsistent: bool = _help("Drop candidates whose teacher label disagrees with the source's gold label.", True)
+
+    def __post_init__(self):
+        _check("{text}" in self.prompt, "prompt", "must contain the {text} placeholder")
+        _check(self.num_paraphrases >= 1, "num_paraphrases", f"must be >= 1, got {self.num_paraphrases}")
+        _check(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")
+        _check(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
+        _check(self.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(0 < self.near_copy_threshold <= 1, "near_copy_threshold", "must be in (0, 1]")
+        _check(0 < self.min_length_ratio < self.max_length_ratio, "min_length_ratio", "must be > 0 and < max_length_ratio")
+
+
+@dataclass
+class EvalConfig:
+    bootstrap_samples: int = _help("Bootstrap resamples for confidence intervals.", 1000)
+    confidence: float = _help("Confidence level of the intervals.", 0.95)
+    seed: int = _help("Bootstrap seed.", 0)
+
+    def __post_init__(self):
+        _check(self.bootstrap_samples >= 100, "bootstrap_samples", f"must be >= 100, got {self.bootstrap_samples}")
+        _check(0.5 < self.confidence < 1, "confidence", f"must be in (0.5, 1), got {self.confidence}")
+
+
+@dataclass
+class RunConfig:
+    name: str = _help("Run name shown in the report.", "findistill")
+    data: DataConfig = _help("Dataset and splits.", factory=DataConfig)
+    teacher: TeacherConfig = _help("The teacher whose judgement is distilled.", factory=TeacherConfig)
+    student: StudentConfig = _help("The student that learns it.", factory=StudentConfig)
+    train: TrainConfig = _help("Student training (shared by the CE-only and the distilled student).", factory=TrainConfig)
+    augment: AugmentConfig = _help("Teacher paraphrase augmentation.", factory=AugmentConfig)
+    eval: EvalConfig = _help("Evaluation statistics.", factory=EvalConfig)
+    evaluate_teacher: bool = _help("Evaluate the teacher on the evaluation split (a table row).", True)
+    train_ce_student: bool = _help("Also train a CE-only student at the same budget (the KD comparison).", True)
+
+
+# --------------------------------------------------------------------------------------------- parsing
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (recursing into lists, dicts, dataclasses)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(key, "must not be null")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0]
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(key, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(key, f"must be a list, got {type(value).__name__}")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"must be a mapping, got {type(value).__name__}")
+        _, val_tp = typing.get_args(tp)
+        return {str(k): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if value is None:
+        raise ConfigError(key, "must not be null")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            # YAML reads 5e-5 (no dot) as a string; accept numeric strings for floats only.
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise ConfigError(key, f"must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"must be a string, got {value!r}")
+        return value
+    raise ConfigError(key, f"unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    where = prefix or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(prefix, f"{where} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    for key in data:
+        if key not in names:
+            path = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(path, f"unknown key (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else key
+        kwargs[key] = _coerce(value, hints[key], path)
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise err.under(prefix) if prefix else err
+
+
+def to_dict(obj: Any) -> Any:
+    return dataclasses.asdict(obj)
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML run config. ``overrides`` maps dotted keys to values (``{"train.epochs": 1}``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("", f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError("", f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return from_dict(RunConfig, data)
+
+
+def dump_config(config: Any) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True, width=120)
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    """Write the resolved config (atomically) next to an output."""
+    from findistill.io_utils import atomic_write_text
+
+    atomic_write_text(Path(path), dump_config(config))
+
+
+def describe(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, help) for every field, for `findistill config --help`-style listings."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            rows.extend(describe(hint, key + "."))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        rows.append((key, repr(default), f.metadata.get("help", "")))
+    return rows

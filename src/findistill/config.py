@@ -16,6 +16,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from findistill.errors import FindistillError
+
 # Canonical classes. Every dataset is mapped onto these ids; every student's id2label is this.
 LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
 LABEL2ID: dict[str, int] = {name: i for i, name in enumerate(LABELS)}
@@ -32,7 +34,7 @@ DEFAULT_VERBALIZER = {"negative": ["negative"], "neutral": ["neutral"], "positiv
 PARAPHRASE_PROMPT = "Paraphrase this sentence without changing sentiment: {text}"
 
 
-class ConfigError(ValueError):
+class ConfigError(FindistillError, ValueError):
     """A bad config value; ``str(err)`` is one line naming the key."""
 
     def __init__(self, key: str, message: str):

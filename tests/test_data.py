@@ -1,0 +1,323 @@
+"""Tests of findistill.data: TFNS folders, table formats, label mapping, dev split, subsampling, duplicates."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import types
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import make_rows, write_tfns_folder
+
+from findistill.config import LABEL2ID, TFNS_HUB_ID, DataConfig
+from findistill.data import (
+    DatasetSplits,
+    TextSplit,
+    load_splits,
+    load_table,
+    load_unlabelled,
+    majority_class,
+    normalize_text,
+    stratified_subsample,
+)
+from findistill.errors import DataError
+
+NEG, NEU, POS = LABEL2ID["negative"], LABEL2ID["neutral"], LABEL2ID["positive"]
+NAMED_MAP = {"bearish": "negative", "bullish": "positive", "neutral": "neutral"}
+NAMED_ROWS = [("$AAPL plunges", "bearish"), ("$TSLA soars", "bullish"), ("$XYZ files report", "neutral"),
+              ("Nomura cut to sell", "bearish")]
+
+
+def _one_line(err: pytest.ExceptionInfo) -> str:
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------------------------- TFNS layout
+
+
+def test_tfns_folder_maps_labels_and_splits(tiny_tfns_dir):
+    splits = load_splits(DataConfig(source=str(tiny_tfns_dir)))
+    assert isinstance(splits, DatasetSplits)
+    assert len(splits.train) + len(splits.dev) == 60 and len(splits.dev) == 6
+    assert len(splits.eval) == 24 and splits.eval.name == "validation"
+    assert splits.transfer is None
+    tfns_to_canonical = {0: NEG, 1: POS, 2: NEU}  # 0 Bearish, 1 Bullish, 2 Neutral
+    expected = {text: tfns_to_canonical[y] for text, y in make_rows(60, 1)}
+    for text, label in zip(splits.train.texts + splits.dev.texts, splits.train.labels + splits.dev.labels):
+        assert expected[text] == label
+    assert set(splits.train.texts).isdisjoint(splits.dev.texts)
+    assert splits.eval.label_counts() == {"negative": 6, "neutral": 12, "positive": 6}
+
+
+def test_dev_split_stratified_disjoint_and_seeded(tmp_path):
+    folder = write_tfns_folder(tmp_path / "tfns", n_train=200, n_valid=12)
+    first = load_splits(DataConfig(source=str(folder), dev_fraction=0.2, seed=1))
+    again = load_splits(DataConfig(source=str(folder), dev_fraction=0.2, seed=1))
+    other = load_splits(DataConfig(source=str(folder), dev_fraction=0.2, seed=2))
+    assert first.dev.texts == again.dev.texts and first.train.texts == again.train.texts
+    assert first.dev.texts != other.dev.texts
+    assert len(first.dev) == 40 and set(first.dev.texts).isdisjoint(first.train.texts)
+    # train labels are 50% neutral, 25% negative, 25% positive -> exactly 20/10/10 in the dev split
+    assert first.dev.label_counts() == {"negative": 10, "neutral": 20, "positive": 10}
+    assert sorted(first.train.texts + first.dev.texts) == sorted(t for t, _ in make_rows(200, 1))
+
+
+def test_caps_are_stratified_subsamples(tmp_path):
+    folder = write_tfns_folder(tmp_path / "tfns", n_train=200, n_valid=40)
+    cfg = DataConfig(source=str(folder), max_train_examples=20, max_dev_examples=8, max_eval_examples=12)
+    splits = load_splits(cfg)
+    assert (len(splits.train), len(splits.dev), len(splits.eval)) == (20, 8, 12)
+    assert splits.eval.label_counts() == {"negative": 3, "neutral": 6, "positive": 3}
+    assert splits.info()["n"] == 12 and splits.info()["n_train"] == 20
+
+
+def test_env_data_dir_resolves_hub_id(tiny_tfns_dir, monkeypatch):
+    monkeypatch.setenv("FINDISTILL_DATA_DIR", str(tiny_tfns_dir))
+    splits = load_splits(DataConfig(source=TFNS_HUB_ID))
+    assert splits.name == TFNS_HUB_ID and len(splits.eval) == 24
+
+
+def test_data_dir_argument_wins_over_env(tiny_tfns_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("FINDISTILL_DATA_DIR", str(tmp_path / "nowhere"))
+    assert len(load_splits(DataConfig(), data_dir=str(tiny_tfns_dir)).eval) == 24
+
+
+def test_data_dir_without_tfns_files_is_error(tmp_path):
+    with pytest.raises(DataError, match="sent_train.csv") as err:
+        load_splits(DataConfig(), data_dir=str(tmp_path))
+    _one_line(err)
+
+
+def _fake_datasets(monkeypatch, load_dataset) -> None:
+    module = types.ModuleType("datasets")
+    module.load_dataset = load_dataset  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "datasets", module)
+
+
+def test_hub_failure_suggests_data_dir(monkeypatch):
+    monkeypatch.delenv("FINDISTILL_DATA_DIR", raising=False)
+
+    def offline(name):
+        raise ConnectionError(f"Couldn't reach {name}\nsecond line")
+
+    _fake_datasets(monkeypatch, offline)
+    with pytest.raises(DataError, match="FINDISTILL_DATA_DIR") as err:
+        load_splits(DataConfig())
+    assert "--data-dir" in _one_line(err)
+
+
+def test_hub_dataset_is_converted(monkeypatch):
+    monkeypatch.delenv("FINDISTILL_DATA_DIR", raising=False)
+    rows = make_rows(40, 3)
+    columns = {"text": [t for t, _ in rows], "label": [y for _, y in rows]}
+    _fake_datasets(monkeypatch, lambda name: {"train": columns, "validation": columns})
+    splits = load_splits(DataConfig())
+    assert splits.name == TFNS_HUB_ID and splits.eval.name == "validation"
+    assert splits.eval.label_counts() == {"negative": 10, "neutral": 20, "positive": 10}
+    assert splits.duplicates["total"] > 0  # train and validation are the same rows here
+
+
+# --------------------------------------------------------------------------------------------- table formats
+
+
+def test_csv_with_crlf_and_embedded_newlines(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_bytes(b'text,label\r\n"line one\nline two",0\r\nplain,1\r\n"a, quoted ""x""",2\r\n')
+    split = load_table(path, "text", "label", {"0": "negative", "1": "positive", "2": "neutral"}, "t")
+    assert split.texts == ["line one\nline two", "plain", 'a, quoted "x"']
+    assert split.labels == [NEG, POS, NEU]
+
+
+def test_jsonl_custom_columns_and_named_labels(tmp_path):
+    path = _write_jsonl(tmp_path / "t.jsonl", [{"sentence": t, "sentiment": y, "id": i}
+                                              for i, (t, y) in enumerate(NAMED_ROWS)])
+    split = load_table(path, "sentence", "sentiment", NAMED_MAP, "mine")
+    assert split.name == "mine" and split.texts[1] == "$TSLA soars"
+    assert split.labels == [NEG, POS, NEU, NEG]
+    assert split.label_counts() == {"negative": 2, "neutral": 1, "positive": 1}
+
+
+def test_json_array_and_integer_labels(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps([{"text": "a", "label": 1}, {"text": "b", "label": 2.0}]), encoding="utf-8")
+    split = load_table(path, "text", "label", {"1": "positive", "2": "neutral"}, "t")
+    assert split.labels == [POS, NEU]
+
+
+def test_parquet_custom_columns(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "t.parquet"
+    table = pa.table({"body": [t for t, _ in NAMED_ROWS], "tag": [y for _, y in NAMED_ROWS]})
+    pq.write_table(table, path)
+    assert load_table(path, "body", "tag", NAMED_MAP, "p").labels == [NEG, POS, NEU, NEG]
+
+
+def test_tsv_and_label_case_is_tolerated(tmp_path):
+    path = tmp_path / "t.tsv"
+    path.write_text("tweet\tlab\n" + "".join(f"{t}\t{y.title()}\n" for t, y in NAMED_ROWS), encoding="utf-8")
+    split = load_table(path, "tweet", "lab", NAMED_MAP, "t")
+    assert split.labels == [NEG, POS, NEU, NEG]
+
+
+def test_explicit_files_override_source(tmp_path):
+    rows = [{"s": f"{t} #{i}", "y": y} for i in range(10) for t, y in NAMED_ROWS]
+    train = _write_jsonl(tmp_path / "train.jsonl", rows)
+    evals = _write_jsonl(tmp_path / "test.jsonl", rows[:8])
+    cfg = DataConfig(source="not/a-dataset", train_file=str(train), eval_file=str(evals),
+                     text_column="s", label_column="y", label_map=NAMED_MAP)
+    splits = load_splits(cfg)
+    assert len(splits.train) + len(splits.dev) == 40 and len(splits.eval) == 8
+    assert splits.eval.name == "test"
+
+
+def test_train_file_needs_eval_file(tmp_path):
+    with pytest.raises(DataError, match="eval_file") as err:
+        load_splits(DataConfig(train_file=str(tmp_path / "train.csv")))
+    _one_line(err)
+
+
+def test_unknown_label_is_error(tmp_path):
+    path = _write_jsonl(tmp_path / "bad.jsonl", [{"text": "x", "label": "bearish"}, {"text": "y", "label": "meh"}])
+    with pytest.raises(DataError) as err:
+        load_table(path, "text", "label", NAMED_MAP, "bad")
+    message = _one_line(err)
+    assert "'meh'" in message and "bad.jsonl" in message and "row 2" in message
+
+
+def test_tfns_label_outside_map_is_error(tiny_tfns_dir):
+    with pytest.raises(DataError, match="sent_train.csv: row 1: label value '2'") as err:
+        load_splits(DataConfig(source=str(tiny_tfns_dir), label_map={"0": "negative", "1": "positive"}))
+    _one_line(err)
+
+
+@pytest.mark.parametrize("column", ["text", "label"])
+def test_missing_column_is_error(tmp_path, column):
+    path = tmp_path / "t.csv"
+    path.write_text("text,label\nhello,0\n", encoding="utf-8")
+    kwargs = {"text_column": "text", "label_column": "label", column + "_column": "sentence"}
+    with pytest.raises(DataError) as err:
+        load_table(path, label_map={"0": "negative"}, name="t", **kwargs)
+    message = _one_line(err)
+    assert "'sentence'" in message and "t.csv" in message
+
+
+def test_empty_text_empty_file_missing_file(tmp_path):
+    blank = tmp_path / "blank.csv"
+    blank.write_text('text,label\nok,0\n"  ",0\n', encoding="utf-8")
+    with pytest.raises(DataError, match="row 2: empty text in column 'text'"):
+        load_table(blank, "text", "label", {"0": "negative"}, "b")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(DataError, match="empty.jsonl: file is empty"):
+        load_table(empty, "text", "label", {"0": "negative"}, "e")
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("text,label\n", encoding="utf-8")
+    with pytest.raises(DataError, match="no rows"):
+        load_table(header_only, "text", "label", {"0": "negative"}, "h")
+    with pytest.raises(DataError, match="not found"):
+        load_table(tmp_path / "missing.csv", "text", "label", {"0": "negative"}, "m")
+    with pytest.raises(DataError, match="unsupported"):
+        (tmp_path / "x.xlsx").write_text("x")
+        load_table(tmp_path / "x.xlsx", "text", "label", {}, "x")
+
+
+# --------------------------------------------------------------------------------------------- transfer, duplicates
+
+
+def test_transfer_txt_and_csv(tmp_path, tiny_tfns_dir):
+    txt = tmp_path / "transfer.txt"
+    txt.write_text("first headline\n\n  \nsecond headline\r\nthird\n", encoding="utf-8")
+    split = load_unlabelled(txt)
+    assert split.texts == ["first headline", "second headline", "third"] and split.labels == [-1, -1, -1]
+    assert split.label_counts()["unlabelled"] == 3
+    other = tmp_path / "more.csv"
+    other.write_text("text\nfrom csv\n", encoding="utf-8")
+    splits = load_splits(DataConfig(source=str(tiny_tfns_dir), transfer_files=[str(txt), str(other)]))
+    assert splits.transfer is not None and len(splits.transfer) == 4
+    assert set(splits.transfer.labels) == {-1} and splits.info()["n_transfer"] == 4
+    with pytest.raises(DataError, match="no non-blank lines"):
+        (tmp_path / "blank.txt").write_text("\n \n", encoding="utf-8")
+        load_unlabelled(tmp_path / "blank.txt")
+
+
+def test_duplicates_across_splits_are_reported_not_dropped(tmp_path, caplog):
+    folder = write_tfns_folder(tmp_path / "tfns", n_train=40, n_valid=8)
+    planted = "Almost 40% of oil producers face insolvency"
+    with open(folder / "sent_valid.csv", "a", encoding="utf-8", newline="") as fh:
+        fh.write(f"{planted.replace(' of ', ' of' + chr(0xA0))},0\r\n")
+    transfer = tmp_path / "t.txt"
+    transfer.write_text(f"{planted}  \nsomething new\n", encoding="utf-8")
+    with open(folder / "sent_train.csv", "a", encoding="utf-8", newline="") as fh:
+        fh.write(f"{planted},0\r\n")
+    with caplog.at_level(logging.WARNING, logger="findistill.data"):
+        splits = load_splits(DataConfig(source=str(folder), transfer_files=[str(transfer)]))
+    assert len(splits.train) + len(splits.dev) == 41 and len(splits.eval) == 9  # nothing dropped
+    counts = splits.duplicates["counts"]
+    in_train = any(normalize_text(t) == planted for t in splits.train.texts)
+    side = "train" if in_train else "dev"
+    assert counts[f"{side}/eval"] >= 1 and counts["eval/transfer"] == 1 and counts[f"{side}/transfer"] == 1
+    assert any("\xa0" in t for t in splits.duplicates["examples"]["eval/transfer"])
+    assert "duplicate texts across splits" in caplog.text
+    json.dumps(splits.info())
+
+
+def test_normalize_text():
+    assert normalize_text("a\u00a0b  c\t\n") == normalize_text(" a b c") == "a b c"
+    assert normalize_text("ＡＢＣ") == "ABC"
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def test_stratified_subsample_and_majority():
+    split = TextSplit("s", [f"t{i}" for i in range(100)], [NEU] * 60 + [NEG] * 25 + [POS] * 15)
+    sub = stratified_subsample(split, 20, seed=0)
+    assert sub.label_counts() == {"negative": 5, "neutral": 12, "positive": 3}
+    assert sub.texts == stratified_subsample(split, 20, seed=0).texts
+    assert sub.texts != stratified_subsample(split, 20, seed=1).texts
+    assert stratified_subsample(split, 500, seed=0).texts == split.texts
+    tiny = stratified_subsample(split, 3, seed=0)
+    assert sorted(tiny.labels) == [NEG, NEU, POS]  # every class kept when n allows
+    assert majority_class(split.labels) == NEU
+    assert majority_class([NEG, POS, -1, -1, -1]) == NEG  # tie -> lowest id; -1 ignored
+    with pytest.raises(DataError):
+        majority_class([-1])
+    assert len(split.subset([3, 1])) == 2 and split.subset([3, 1]).texts == ["t3", "t1"]
+
+
+# --------------------------------------------------------------------------------------------- real TFNS files
+
+
+def test_real_tfns_files(shared_tfns_dir):
+    splits = load_splits(DataConfig(source=str(shared_tfns_dir)))
+    assert len(splits.train) + len(splits.dev) == 9543 and len(splits.eval) == 2388
+    assert len(splits.dev) == 954
+    assert splits.eval.label_counts() == {"negative": 347, "neutral": 1566, "positive": 475}
+    combined = Counter(splits.train.labels + splits.dev.labels)
+    assert (combined[NEG], combined[POS], combined[NEU]) == (1442, 1923, 6178)
+    assert sum("\n" in t for t in splits.eval.texts) == 43  # embedded bare-LF newlines survive
+    assert sum("\n" in t for t in splits.train.texts + splits.dev.texts) == 184
+    counts = splits.duplicates["counts"]
+    assert counts["train/eval"] + counts["dev/eval"] == 1  # the U+00A0 near-duplicate of PROVENANCE.txt
+    examples = [t for key in ("train/eval", "dev/eval") for t in splits.duplicates["examples"].get(key, [])]
+    assert examples[0].startswith("Almost 40% of\xa0oil")
+    info = json.loads(json.dumps(splits.info()))
+    assert info["split"] == "validation" and info["n"] == 2388 and info["n_train"] == 8589
+
+
+def test_source_path_that_is_not_a_folder_is_error(tmp_path):
+    with pytest.raises(DataError, match="is not a folder") as err:
+        load_splits(DataConfig(source=str(tmp_path / "missing")))
+    _one_line(err)

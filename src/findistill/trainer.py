@@ -1,0 +1,258 @@
+"""Student training: a ``transformers.Trainer`` whose loss is ``losses.distillation_loss``.
+
+``DistillationTrainer`` overrides ``compute_loss`` only (plus a small ``log`` hook, as TRL's trainers do, that adds
+the running means of the loss parts to each log record as ``kd_loss`` / ``ce_loss``). Batches carry ``labels``
+(``[B]`` long, ``-1`` = no gold label) and ``teacher_logits`` (``[B, 3]`` float32, NaN rows = no teacher logits)
+next to the tokenized inputs; ``DistillationCollator`` builds them.
+
+``train_student`` is the one call the pipeline makes: build the student, tokenize, train, return the (unmerged)
+model. Saving is ``student.save_student``'s job.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments, set_seed
+
+from findistill.config import LABELS, ConfigError, StudentConfig, TrainConfig
+from findistill.errors import DataError
+from findistill.losses import distillation_loss
+from findistill.student import build_student, count_parameters
+
+__all__ = [
+    "DistillationTrainer",
+    "DistillationCollator",
+    "DistillationDataset",
+    "TrainResult",
+    "build_train_dataset",
+    "train_student",
+    "training_arguments",
+]
+
+_TOKEN_FIELDS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class DistillationDataset(torch.utils.data.Dataset):
+    """Tokenized rows: token fields (lists of ints), ``labels`` (int) and ``teacher_logits`` (``[C]`` floats)."""
+
+    def __init__(self, encodings: dict[str, list[list[int]]], labels: np.ndarray, teacher_logits: np.ndarray):
+        self.encodings = encodings
+        self.labels = labels  # [N] int64
+        self.teacher_logits = teacher_logits  # [N, C] float32, NaN rows = none
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row: dict[str, Any] = {k: v[i] for k, v in self.encodings.items()}
+        row["labels"] = int(self.labels[i])
+        row["teacher_logits"] = self.teacher_logits[i]
+        return row
+
+
+def build_train_dataset(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    labels: list[int],
+    teacher_logits: np.ndarray | None,
+    max_length: int,
+) -> DistillationDataset:
+    """Tokenize ``texts`` (truncated to ``max_length``, unpadded) next to labels and teacher logits.
+
+    ``teacher_logits`` is ``[N, C]`` (NaN rows allowed) or ``None`` (every row gets a NaN row: CE only).
+    Raises ``DataError`` on mismatched lengths, labels outside ``-1..C-1`` or a wrong logits shape.
+    """
+    n, c = len(texts), len(LABELS)
+    if len(labels) != n:
+        raise DataError(f"{n} texts but {len(labels)} labels")
+    label_arr = np.asarray(labels, dtype=np.int64).reshape(n)  # [N]
+    if n and (label_arr.min() < -1 or label_arr.max() >= c):
+        raise DataError(f"labels must be in -1..{c - 1} (-1 = no gold label)")
+    if teacher_logits is None:
+        logits = np.full((n, c), np.nan, dtype=np.float32)  # [N, C]
+    else:
+        logits = np.asarray(teacher_logits, dtype=np.float32)
+        if logits.shape != (n, c):
+            raise DataError(f"teacher logits must have shape ({n}, {c}), got {logits.shape}")
+    encodings = tokenizer(list(texts), truncation=True, max_length=max_length)
+    fields = {k: list(encodings[k]) for k in _TOKEN_FIELDS if k in encodings}
+    return DistillationDataset(fields, label_arr, logits)
+
+
+class DistillationCollator:
+    """Pads the token fields with the tokenizer; stacks ``labels`` ``[B]`` and ``teacher_logits`` ``[B, C]``."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None = None):
+        self.tokenizer = tokenizer
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        tokens = [{k: r[k] for k in _TOKEN_FIELDS if k in r} for r in rows]
+        batch = dict(
+            self.tokenizer.pad(tokens, padding=True, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
+        )  # input_ids / attention_mask: [B, L]
+        batch["labels"] = torch.tensor([r["labels"] for r in rows], dtype=torch.long)  # [B]
+        batch["teacher_logits"] = torch.as_tensor(
+            np.stack([np.asarray(r["teacher_logits"], dtype=np.float32) for r in rows])
+        )  # [B, C]
+        return batch
+
+
+class DistillationTrainer(Trainer):
+    """``Trainer`` with the distillation loss; ``alpha`` and ``temperature`` are constructor keywords."""
+
+    # compute_loss returns a per-batch mean: the Trainer must divide it by the gradient-accumulation steps.
+    # (transformers 5 otherwise assumes models whose forward takes **kwargs already did so.)
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args: Any, alpha: float = 0.5, temperature: float = 2.0, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.alpha = float(alpha)
+        self.temperature = float(temperature)
+        # mode -> part name -> detached per-micro-batch values since the last log
+        self._loss_parts: dict[str, dict[str, list[torch.Tensor]]] = {
+            "train": defaultdict(list),
+            "eval": defaultdict(list),
+        }
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor | Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        # num_items_in_batch is unused: both terms are per-batch means (see loss_is_scaled_for_ga).
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")  # [B]
+        teacher_logits = inputs.pop("teacher_logits", None)  # [B, C] or None
+        outputs = model(**inputs)
+        student_logits = outputs.logits  # [B, C]
+        loss, parts = distillation_loss(student_logits, teacher_logits, labels, self.alpha, self.temperature)
+        mode = "train" if model.training else "eval"
+        for name, value in parts.items():
+            self._loss_parts[mode][f"{name}_loss"].append(value)
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the mean ``kd_loss`` / ``ce_loss`` since the last log (``eval_`` prefixed after evaluation)."""
+        mode = "eval" if any(k.startswith("eval_") for k in logs) else "train"
+        parts = self._loss_parts[mode]
+        if parts and ("loss" in logs or mode == "eval"):
+            prefix = "eval_" if mode == "eval" else ""
+            for name, values in parts.items():
+                logs[f"{prefix}{name}"] = torch.stack(values).mean().item()
+            parts.clear()
+        super().log(logs, start_time)
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module  # trained, adapters not merged
+    tokenizer: PreTrainedTokenizerBase
+    wall_time_s: float
+    steps: int
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+    total_params: int = 0
+    trainable_params: int = 0
+
+
+def _precision_flags(precision: str) -> dict[str, bool]:
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        return {"bf16": bool(cuda and torch.cuda.is_bf16_supported())}
+    if precision == "bf16":
+        return {"bf16": True}
+    if precision == "fp16":
+        if not cuda:
+            raise ConfigError("train.precision", "fp16 needs a CUDA device; use auto, fp32 or bf16")
+        return {"fp16": True}
+    return {}
+
+
+def training_arguments(train_cfg: TrainConfig, output_dir: Path) -> TrainingArguments:
+    """``TrainingArguments`` from the run config (no checkpoints, no reporting integrations)."""
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=train_cfg.epochs,
+        max_steps=train_cfg.max_steps,
+        learning_rate=train_cfg.learning_rate,
+        per_device_train_batch_size=train_cfg.batch_size,
+        per_device_eval_batch_size=train_cfg.eval_batch_size,
+        gradient_accumulation_steps=train_cfg.gradient_accumulation_steps,
+        weight_decay=train_cfg.weight_decay,
+        warmup_steps=train_cfg.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio (warmup_ratio is gone)
+        lr_scheduler_type=train_cfg.lr_scheduler,
+        logging_strategy="steps",
+        logging_steps=train_cfg.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        seed=train_cfg.seed,
+        remove_unused_columns=False,  # keep labels / teacher_logits for compute_loss
+        label_names=["labels"],
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        **_precision_flags(train_cfg.precision),
+    )
+
+
+def train_student(
+    student_cfg: StudentConfig,
+    train_cfg: TrainConfig,
+    texts: list[str],
+    labels: list[int],
+    teacher_logits: np.ndarray | None,
+    output_dir: Path,
+    alpha: float | None = None,
+) -> TrainResult:
+    """Build and train a student on ``texts``; returns the trained, unmerged model.
+
+    ``labels``: canonical ids, ``-1`` for rows without a gold label (KD only). ``teacher_logits``: ``[N, 3]`` with
+    NaN rows for texts the teacher did not label, or ``None`` for a CE-only student (alpha is then forced to 0).
+    ``alpha`` overrides ``train_cfg.alpha``. ``output_dir`` is the Trainer's scratch folder (no checkpoints).
+    """
+    alpha = train_cfg.alpha if alpha is None else float(alpha)
+    if teacher_logits is None:
+        alpha = 0.0
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError("train.alpha", f"must be in [0, 1], got {alpha}")
+    if not texts:
+        raise DataError("no training texts")
+    label_arr = np.asarray(labels)
+    if teacher_logits is None and not (label_arr >= 0).any():
+        raise DataError("no gold labels and no teacher logits: nothing to train the student on")
+
+    set_seed(train_cfg.seed)  # the new head's initialisation and LoRA's are seeded too
+    model, tokenizer = build_student(student_cfg, num_labels=len(LABELS))
+    dataset = build_train_dataset(tokenizer, texts, labels, teacher_logits, student_cfg.max_length)
+    trainer = DistillationTrainer(
+        model=model,
+        args=training_arguments(train_cfg, Path(output_dir)),
+        train_dataset=dataset,
+        data_collator=DistillationCollator(tokenizer),
+        processing_class=tokenizer,
+        alpha=alpha,
+        temperature=train_cfg.temperature,
+    )
+    start = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - start
+    model = trainer.model
+    model.eval()
+    total, trainable = count_parameters(model)
+    return TrainResult(
+        model=model,
+        tokenizer=tokenizer,
+        wall_time_s=wall,
+        steps=trainer.state.global_step,
+        log_history=list(trainer.state.log_history),
+        total_params=total,
+        trainable_params=trainable,
+    )

@@ -1,0 +1,368 @@
+"""Evaluation: batched inference, classification metrics, bootstrap confidence intervals, paired bootstrap.
+
+Everything works on class ids in the canonical order of :data:`findistill.config.LABELS` and on logit
+matrices ``[N, C]`` in that order. Results rows (plain JSON-able dicts) are built by :func:`evaluate_row` and
+:func:`majority_row`; :mod:`findistill.report` validates and renders them.
+
+Macro-F1 follows scikit-learn's ``f1_score(average="macro", zero_division=0)``: the mean per-class F1 over the
+classes that occur in ``y_true`` or ``y_pred`` (a class absent from both is left out of the mean). The bootstrap
+computes it from per-resample confusion counts (one ``bincount`` for all resamples), so 1,000 resamples of a few
+thousand rows take milliseconds.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+
+from findistill.config import LABELS, EvalConfig
+from findistill.errors import ModelError
+
+Metric = Literal["accuracy", "macro_f1"]
+METRICS: tuple[str, ...] = ("accuracy", "macro_f1")
+# Resample-matrix elements processed per chunk (bounds memory for large evaluation sets).
+_CHUNK_ELEMENTS = 4_000_000
+
+
+# --------------------------------------------------------------------------------------------- inference
+
+
+def predict_logits(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    batch_size: int = 64,
+    max_length: int = 128,
+    device: Any = None,
+    desc: str | None = None,
+) -> np.ndarray:
+    """Class logits ``[N, C]`` (float32, in the order of ``texts``) of a sequence-classification model.
+
+    Texts are sorted by token length so each batch pads little, then the original order is restored.
+    Padding follows ``tokenizer.padding_side`` (left or right), so encoders and decoder-only classifiers both
+    work; the model's ``config.pad_token_id`` must be set for decoder-only models (``student.build_student``
+    does this). ``device=None`` uses the model's own device; otherwise the model is moved there. The model runs
+    in eval mode under ``torch.inference_mode``; its previous train/eval mode is restored afterwards.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    texts = list(texts)
+    num_labels = int(getattr(getattr(model, "config", None), "num_labels", len(LABELS)))
+    if not texts:
+        return np.zeros((0, num_labels), dtype=np.float32)
+    if tokenizer.pad_token is None and batch_size > 1 and len(texts) > 1:
+        raise ModelError("tokenizer has no pad token; set one (e.g. tokenizer.pad_token = tokenizer.eos_token)")
+    if device is None:
+        device = next(model.parameters()).device
+    else:
+        model.to(device)
+
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    out = np.empty((len(texts), num_labels), dtype=np.float32)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), tqdm(total=len(texts), desc=desc, unit="ex", disable=None, leave=False) as bar:
+            for start in range(0, len(texts), batch_size):
+                idx = order[start : start + batch_size]
+                enc = tokenizer(
+                    [texts[i] for i in idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=max_length,
+                    return_tensors="pt",
+                )
+                enc = {k: v.to(device) for k, v in enc.items()}
+                result = model(**enc)
+                logits = result.logits if hasattr(result, "logits") else result[0]
+                out[idx] = logits.float().cpu().numpy()
+                bar.update(len(idx))
+    finally:
+        model.train(was_training)
+    return out
+
+
+def predictions(logits: np.ndarray) -> np.ndarray:
+    """Predicted class ids (argmax over the last axis)."""
+    return np.asarray(logits).argmax(axis=-1).astype(np.int64)
+
+
+def throughput(fn: Callable[[list[str]], Any], texts: Sequence[str], repeats: int = 1) -> float:
+    """Examples per second of ``fn(texts)``: the fastest of ``repeats`` timed calls."""
+    texts = list(texts)
+    if not texts:
+        raise ValueError("throughput needs at least one text")
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        fn(texts)
+        best = min(best, time.perf_counter() - start)
+    return len(texts) / max(best, 1e-9)
+
+
+# --------------------------------------------------------------------------------------------- metrics
+
+
+def _as_ids(y: Any, num_classes: int, what: str) -> np.ndarray:
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise ValueError(f"{what} must be one-dimensional, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise ValueError(f"{what} must hold integer class ids")
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+        raise ValueError(f"{what} must hold class ids in [0, {num_classes - 1}], got {arr.min()}..{arr.max()}")
+    return arr
+
+
+def _pair(y_true: Any, y_pred: Any, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    t = _as_ids(y_true, num_classes, "y_true")
+    p = _as_ids(y_pred, num_classes, "y_pred")
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred differ in length: {t.size} vs {p.size}")
+    if t.size == 0:
+        raise ValueError("cannot evaluate zero examples")
+    return t, p
+
+
+def classification_metrics(y_true: Any, y_pred: Any, labels: Sequence[str] = LABELS) -> dict[str, Any]:
+    """accuracy, macro_f1, per_class {name: {precision, recall, f1, support}} and the confusion matrix.
+
+    ``confusion_matrix[i][j]`` counts examples of true class ``i`` predicted as ``j`` (canonical order).
+    """
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    ids = list(range(len(labels)))
+    t, p = _pair(y_true, y_pred, len(labels))
+    prec, rec, f1, support = precision_recall_fscore_support(t, p, labels=ids, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(t, p)),
+        "macro_f1": float(f1_score(t, p, average="macro", zero_division=0)),
+        "per_class": {
+            name: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]), "support": int(support[i])}
+            for i, name in enumerate(labels)
+        },
+        "confusion_matrix": confusion_matrix(t, p, labels=ids).astype(int).tolist(),
+    }
+
+
+def macro_f1_from_confusion(cm: np.ndarray) -> np.ndarray:
+    """Macro-F1 of confusion matrices ``[..., C, C]`` (rows true, cols predicted), sklearn semantics.
+
+    Per class ``F1 = 2 TP / (2 TP + FP + FN)``; classes with no true and no predicted example are left out of
+    the mean (0 when no class is present at all).
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    denom = cm.sum(axis=-1) + cm.sum(axis=-2)  # 2TP + FP + FN
+    present = denom > 0
+    f1 = np.divide(2.0 * tp, denom, out=np.zeros_like(tp), where=present)
+    count = present.sum(axis=-1)
+    return np.divide(f1.sum(axis=-1), count, out=np.zeros(f1.shape[:-1]), where=count > 0)
+
+
+def _metric_full(metric: str, t: np.ndarray, p: np.ndarray, num_classes: int) -> float:
+    if metric == "accuracy":
+        return float(np.mean(t == p))
+    cm = np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    return float(macro_f1_from_confusion(cm))
+
+
+def _resampled(metric: str, t: np.ndarray, p: np.ndarray, idx: np.ndarray, num_classes: int) -> np.ndarray:
+    """The metric on each resample; ``idx`` is ``[B, n]`` row indices."""
+    if metric == "accuracy":
+        return (t == p)[idx].mean(axis=1)
+    cc = num_classes * num_classes
+    codes = (t * num_classes + p)[idx] + (np.arange(idx.shape[0]) * cc)[:, None]
+    cm = np.bincount(codes.ravel(), minlength=idx.shape[0] * cc).reshape(idx.shape[0], num_classes, num_classes)
+    return macro_f1_from_confusion(cm)
+
+
+def _check_metric(metric: str, n_samples: int, confidence: float) -> None:
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+
+
+def _index_chunks(n: int, n_samples: int, seed: int):
+    """Yield ``[b, n]`` bootstrap index matrices totalling ``n_samples`` rows, deterministic for ``seed``."""
+    rng = np.random.default_rng(seed)
+    per_chunk = max(1, _CHUNK_ELEMENTS // max(n, 1))
+    done = 0
+    while done < n_samples:
+        b = min(per_chunk, n_samples - done)
+        yield rng.integers(0, n, size=(b, n))
+        done += b
+
+
+def _percentile_ci(stats: np.ndarray, confidence: float) -> tuple[float, float]:
+    tail = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(stats, [tail, 1.0 - tail])
+    return float(lo), float(hi)
+
+
+def bootstrap_ci(
+    y_true: Any,
+    y_pred: Any,
+    metric: Metric = "accuracy",
+    n_samples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    num_classes: int = len(LABELS),
+) -> tuple[float, float]:
+    """Percentile bootstrap interval ``(lo, hi)`` of ``metric`` (rows resampled with replacement)."""
+    _check_metric(metric, n_samples, confidence)
+    t, p = _pair(y_true, y_pred, num_classes)
+    stats = np.concatenate([_resampled(metric, t, p, idx, num_classes) for idx in _index_chunks(t.size, n_samples, seed)])
+    return _percentile_ci(stats, confidence)
+
+
+def paired_bootstrap(
+    y_true: Any,
+    pred_a: Any,
+    pred_b: Any,
+    metric: Metric = "accuracy",
+    n_samples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    *,
+    name_a: str | None = None,
+    name_b: str | None = None,
+    num_classes: int = len(LABELS),
+) -> dict[str, Any]:
+    """Paired bootstrap of ``metric(a) - metric(b)``: both models are scored on the same resampled rows.
+
+    Returns ``{"metric", "diff", "ci95": [lo, hi], "p_value", "n_samples", "confidence"}`` (plus ``"a"``/``"b"``
+    when names are given). ``diff`` is measured on the full set; ``ci95`` is the percentile interval of the
+    resampled differences at ``confidence`` (the key keeps its name at other levels).
+
+    ``p_value`` is two-sided: twice the share of resampled differences on the other side of 0 from ``diff``
+    (``<= 0`` when ``diff > 0``, ``>= 0`` when ``diff < 0``), capped at 1; it is 1 when ``diff == 0``. A value of
+    0 means fewer than one resample in ``n_samples`` crossed 0, i.e. ``p < 1 / n_samples``.
+    """
+    _check_metric(metric, n_samples, confidence)
+    t, a = _pair(y_true, pred_a, num_classes)
+    _, b = _pair(y_true, pred_b, num_classes)
+    diffs = np.concatenate(
+        [
+            _resampled(metric, t, a, idx, num_classes) - _resampled(metric, t, b, idx, num_classes)
+            for idx in _index_chunks(t.size, n_samples, seed)
+        ]
+    )
+    diff = _metric_full(metric, t, a, num_classes) - _metric_full(metric, t, b, num_classes)
+    # Identical predictions give exact zeros; tiny float noise elsewhere must not flip the side of 0.
+    diffs = np.where(np.abs(diffs) < 1e-12, 0.0, diffs)
+    if abs(diff) < 1e-12:
+        diff, p_value = 0.0, 1.0
+    elif diff > 0:
+        p_value = min(1.0, 2.0 * float(np.mean(diffs <= 0)))
+    else:
+        p_value = min(1.0, 2.0 * float(np.mean(diffs >= 0)))
+    lo, hi = _percentile_ci(diffs, confidence)
+    out: dict[str, Any] = {
+        "metric": metric,
+        "diff": float(diff),
+        "ci95": [lo, hi],
+        "p_value": p_value,
+        "n_samples": int(n_samples),
+        "confidence": float(confidence),
+    }
+    if name_a is not None:
+        out["a"] = name_a
+    if name_b is not None:
+        out["b"] = name_b
+    return out
+
+
+def agreement(pred_a: Any, pred_b: Any) -> float:
+    """Share of rows where two models predict the same class (logit matrices are argmaxed first)."""
+    a, b = np.asarray(pred_a), np.asarray(pred_b)
+    a = predictions(a) if a.ndim == 2 else a
+    b = predictions(b) if b.ndim == 2 else b
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"predictions differ in shape: {a.shape} vs {b.shape}")
+    if a.size == 0:
+        raise ValueError("cannot compare zero predictions")
+    return float(np.mean(a == b))
+
+
+# --------------------------------------------------------------------------------------------- results rows
+
+_CORE_KEYS = frozenset(
+    {"name", "role", "n", "accuracy", "accuracy_ci95", "macro_f1", "macro_f1_ci95", "per_class", "confusion_matrix"}
+)
+
+
+def _row(name: str, role: str, y_true: Any, y_pred: np.ndarray, eval_cfg: EvalConfig) -> dict[str, Any]:
+    metrics = classification_metrics(y_true, y_pred)
+    row: dict[str, Any] = {"name": name, "role": role, "n": int(np.asarray(y_pred).size)}
+    for metric in METRICS:
+        lo, hi = bootstrap_ci(
+            y_true, y_pred, metric, n_samples=eval_cfg.bootstrap_samples, confidence=eval_cfg.confidence,
+            seed=eval_cfg.seed,
+        )
+        value = metrics[metric]
+        # A percentile interval can miss the point estimate in degenerate tiny samples; widen it to include it.
+        row[metric] = value
+        row[f"{metric}_ci95"] = [min(lo, value), max(hi, value)]
+    row["per_class"] = metrics["per_class"]
+    row["confusion_matrix"] = metrics["confusion_matrix"]
+    return row
+
+
+def _add_extra(row: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    clash = sorted(set(extra) & (_CORE_KEYS | {"agreement_with_teacher"}))
+    if clash:
+        raise ValueError(f"extra keys would overwrite computed ones: {', '.join(clash)}")
+    row.update(extra)
+    return row
+
+
+def evaluate_row(
+    name: str,
+    role: str,
+    y_true: Any,
+    logits: np.ndarray,
+    eval_cfg: EvalConfig,
+    reference_logits: np.ndarray | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A results row for one model from its eval-set logits ``[N, C]``.
+
+    Keys: name, role, n, accuracy, accuracy_ci95, macro_f1, macro_f1_ci95, per_class, confusion_matrix, then
+    agreement_with_teacher when ``reference_logits`` (the teacher's logits on the same rows) is given, then
+    ``extra`` (params, trainable_params, train_wall_time_s, examples_per_s, ...). Predictions are not stored;
+    use :func:`predictions` on the logits.
+    """
+    logits = np.asarray(logits)
+    if logits.ndim != 2 or logits.shape[1] != len(LABELS):
+        raise ValueError(f"logits must have shape [N, {len(LABELS)}], got {logits.shape}")
+    row = _row(name, role, y_true, predictions(logits), eval_cfg)
+    if reference_logits is not None:
+        row["agreement_with_teacher"] = agreement(predictions(logits), np.asarray(reference_logits))
+    return _add_extra(row, extra)
+
+
+def majority_row(y_true: Any, train_labels: Any, eval_cfg: EvalConfig, **extra: Any) -> dict[str, Any]:
+    """The majority-class baseline: the most frequent TRAINING label (ties: lowest id) predicted for every row.
+
+    Training labels of ``-1`` (unlabelled transfer texts) are ignored.
+    """
+    train = np.asarray(train_labels, dtype=np.int64)
+    train = train[train >= 0]
+    if train.size == 0:
+        raise ValueError("majority_row needs at least one labelled training example")
+    majority = int(np.bincount(_as_ids(train, len(LABELS), "train_labels"), minlength=len(LABELS)).argmax())
+    y_pred = np.full(np.asarray(y_true).shape, majority, dtype=np.int64)
+    row = _row(f"majority class ({LABELS[majority]})", "majority", y_true, y_pred, eval_cfg)
+    return _add_extra(row, {"params": 0, "trainable_params": 0, **extra})

@@ -1,0 +1,333 @@
+"""Run results: build and validate the ``results.json`` document, render ``report.md``, write both atomically.
+
+A results document is ``{"dataset": {...}, "rows": [...], "comparisons": [...], ...extra}``. Rows come from
+:func:`findistill.evaluate.evaluate_row` / :func:`~findistill.evaluate.majority_row`; comparisons from
+:func:`findistill.evaluate.paired_bootstrap`. Extra keys (``config``, ``augmentation``, ``created``,
+``machine`` ...) are kept as given.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from findistill.config import LABELS
+from findistill.errors import DataError
+from findistill.io_utils import atomic_write_json, atomic_write_text
+
+# The roles a results row may have (the contract with the pipeline and the CLI table).
+ROLES: tuple[str, ...] = ("majority", "teacher", "student_baseline", "student_ce", "student_distilled")
+ROW_KEYS: tuple[str, ...] = (
+    "name", "role", "n", "accuracy", "accuracy_ci95", "macro_f1", "macro_f1_ci95", "per_class", "confusion_matrix",
+)
+COMPARISON_KEYS: tuple[str, ...] = ("metric", "diff", "ci95", "p_value")
+_METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
+_TOL = 1e-9
+
+
+# --------------------------------------------------------------------------------------------- validation
+
+
+def _jsonable(value: Any) -> Any:
+    """Convert numpy scalars/arrays and tuples to plain JSON types (recursively)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy array or scalar
+        return _jsonable(value.tolist())
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{where}: must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _interval(value: Any, where: str) -> tuple[float, float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"{where}: must be [lo, hi], got {value!r}")
+    lo, hi = _number(value[0], where), _number(value[1], where)
+    if lo > hi + _TOL:
+        raise ValueError(f"{where}: lo {lo} > hi {hi}")
+    return lo, hi
+
+
+def validate_row(row: Mapping[str, Any], where: str = "row") -> None:
+    """Raise ``ValueError`` unless ``row`` has every required key, a known role and CIs containing the value."""
+    if not isinstance(row, Mapping):
+        raise ValueError(f"{where}: must be a mapping, got {type(row).__name__}")
+    missing = [k for k in ROW_KEYS if k not in row]
+    if missing:
+        raise ValueError(f"{where}: missing keys {', '.join(missing)}")
+    where = f"{where} ({row['name']!r})"
+    if not isinstance(row["name"], str) or not row["name"]:
+        raise ValueError(f"{where}: name must be a non-empty string")
+    if row["role"] not in ROLES:
+        raise ValueError(f"{where}: role must be one of {', '.join(ROLES)}, got {row['role']!r}")
+    if isinstance(row["n"], bool) or not isinstance(row["n"], int) or row["n"] < 1:
+        raise ValueError(f"{where}: n must be a positive integer, got {row['n']!r}")
+    for metric in ("accuracy", "macro_f1"):
+        value = _number(row[metric], f"{where}.{metric}")
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{where}.{metric}: must be in [0, 1], got {value}")
+        lo, hi = _interval(row[f"{metric}_ci95"], f"{where}.{metric}_ci95")
+        if not lo - _TOL <= value <= hi + _TOL:
+            raise ValueError(f"{where}.{metric}_ci95: [{lo}, {hi}] does not contain {metric} {value}")
+    if "agreement_with_teacher" in row and row["agreement_with_teacher"] is not None:
+        value = _number(row["agreement_with_teacher"], f"{where}.agreement_with_teacher")
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{where}.agreement_with_teacher: must be in [0, 1], got {value}")
+    if not isinstance(row["per_class"], Mapping):
+        raise ValueError(f"{where}.per_class: must be a mapping of class -> metrics")
+    cm = row["confusion_matrix"]
+    if not isinstance(cm, list) or any(not isinstance(r, list) or len(r) != len(cm) for r in cm):
+        raise ValueError(f"{where}.confusion_matrix: must be a square list of lists")
+
+
+def validate_comparison(comp: Mapping[str, Any], where: str = "comparison") -> None:
+    """Raise ``ValueError`` unless ``comp`` is a paired-bootstrap result (metric, diff, ci95, p_value)."""
+    if not isinstance(comp, Mapping):
+        raise ValueError(f"{where}: must be a mapping, got {type(comp).__name__}")
+    missing = [k for k in COMPARISON_KEYS if k not in comp]
+    if missing:
+        raise ValueError(f"{where}: missing keys {', '.join(missing)}")
+    if comp["metric"] not in _METRIC_NAMES:
+        raise ValueError(f"{where}.metric: must be one of {', '.join(_METRIC_NAMES)}, got {comp['metric']!r}")
+    _number(comp["diff"], f"{where}.diff")
+    _interval(comp["ci95"], f"{where}.ci95")
+    p = _number(comp["p_value"], f"{where}.p_value")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{where}.p_value: must be in [0, 1], got {p}")
+
+
+def validate_results(results: Mapping[str, Any]) -> None:
+    """Validate a whole results document (dataset mapping, rows, comparisons); raise ``ValueError``."""
+    for key in ("dataset", "rows", "comparisons"):
+        if key not in results:
+            raise ValueError(f"results: missing key {key}")
+    if not isinstance(results["dataset"], Mapping):
+        raise ValueError("results.dataset: must be a mapping")
+    if not isinstance(results["rows"], list) or not results["rows"]:
+        raise ValueError("results.rows: must be a non-empty list")
+    for i, row in enumerate(results["rows"]):
+        validate_row(row, f"rows[{i}]")
+    if not isinstance(results["comparisons"], list):
+        raise ValueError("results.comparisons: must be a list")
+    for i, comp in enumerate(results["comparisons"]):
+        validate_comparison(comp, f"comparisons[{i}]")
+
+
+def build_results(
+    dataset_info: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], comparisons: Sequence[Mapping[str, Any]],
+    /,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The results document; numpy values become plain JSON types. Raises ``ValueError`` when invalid."""
+    clash = {"dataset", "rows", "comparisons"} & set(extra)
+    if clash:
+        raise ValueError(f"extra keys clash with results keys: {', '.join(sorted(clash))}")
+    results = _jsonable({"dataset": dict(dataset_info), "rows": list(rows), "comparisons": list(comparisons), **extra})
+    validate_results(results)
+    try:
+        json.dumps(results, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"results are not JSON-serialisable: {err}") from None
+    return results
+
+
+# --------------------------------------------------------------------------------------------- rendering
+
+
+def human_params(n: Any) -> str:
+    """22_713_216 -> '22.7M', 134_515_008 -> '135M', 1_100_048_384 -> '1.1B'; None -> '—'."""
+    if n is None or isinstance(n, bool):
+        return "—"
+    n = float(n)
+    if n < 1000:
+        return f"{n:.0f}"
+    units = ["K", "M", "B", "T"]
+    i, value = 0, n / 1000
+    while True:
+        text = f"{value:.3g}"
+        if float(text) >= 1000 and i < len(units) - 1:
+            i, value = i + 1, value / 1000
+            continue
+        return f"{text}{units[i]}"
+
+
+def _fmt_ci(value: float, ci: Sequence[float] | None) -> str:
+    if ci is None:
+        return f"{value:.3f}"
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.3f}".replace("-", "−")
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A Markdown table: model, role, params, accuracy [CI], macro-F1 [CI], agreement with teacher and
+    examples/s (the last two only when some row has them)."""
+    show_agree = any(r.get("agreement_with_teacher") is not None for r in rows)
+    show_speed = any(r.get("examples_per_s") is not None for r in rows)
+    header = ["model", "role", "params", "accuracy [95% CI]", "macro-F1 [95% CI]"]
+    header += ["agreement with teacher"] * show_agree + ["examples/s"] * show_speed
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
+    for r in rows:
+        cells = [
+            _cell(r["name"]),
+            _cell(r["role"]),
+            human_params(r.get("params")),
+            _fmt_ci(r["accuracy"], r.get("accuracy_ci95")),
+            _fmt_ci(r["macro_f1"], r.get("macro_f1_ci95")),
+        ]
+        if show_agree:
+            agree = r.get("agreement_with_teacher")
+            cells.append("—" if agree is None else f"{agree:.3f}")
+        if show_speed:
+            speed = r.get("examples_per_s")
+            cells.append("—" if speed is None else f"{speed:,.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _comparison_label(comp: Mapping[str, Any]) -> str:
+    if comp.get("name"):
+        return str(comp["name"])
+    if comp.get("a") and comp.get("b"):
+        return f"{comp['a']} − {comp['b']}"
+    return "a − b"
+
+
+def render_comparisons(comparisons: Sequence[Mapping[str, Any]]) -> str:
+    """One bullet per paired comparison: ``- distilled − CE-only, accuracy: +0.012 [−0.003, +0.027], p = 0.140``."""
+    lines = []
+    for comp in comparisons:
+        lo, hi = comp["ci95"]
+        p = comp["p_value"]
+        n = comp.get("n_samples")
+        p_text = f"p < {1 / n:.3g}" if p == 0 and n else f"p = {p:.3f}"
+        metric = _METRIC_NAMES.get(comp["metric"], comp["metric"])
+        lines.append(f"- {_comparison_label(comp)}, {metric}: {_signed(comp['diff'])} [{_signed(lo)}, {_signed(hi)}], {p_text}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _dataset_line(info: Mapping[str, Any]) -> str:
+    parts = []
+    if info.get("name"):
+        parts.append(f"`{info['name']}`")
+    if info.get("split"):
+        parts.append(f"split {info['split']}")
+    if info.get("n") is not None:
+        parts.append(f"n = {info['n']:,}")
+    counts = info.get("label_counts")
+    if isinstance(counts, Mapping) and counts:
+        parts.append("labels: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    dup = info.get("duplicates")
+    if isinstance(dup, Mapping):
+        parts.append("duplicates: " + (", ".join(f"{k} {v}" for k, v in dup.items()) or "none"))
+    elif isinstance(dup, (int, float)) and not isinstance(dup, bool):
+        parts.append(f"duplicates: {dup:,}")
+    elif dup:
+        parts.append(f"duplicates: {dup}")
+    return "**Dataset:** " + (" · ".join(parts) if parts else "(not described)")
+
+
+def _per_class_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    names = list(rows[0]["per_class"]) if rows and rows[0].get("per_class") else list(LABELS)
+    lines = ["## Per-class F1", "", "| model | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for r in rows:
+        pc = r.get("per_class", {})
+        cells = [f"{pc[c]['f1']:.3f}" if c in pc else "—" for c in names]
+        lines.append(f"| {_cell(r['name'])} | " + " | ".join(cells) + " |")
+    lines += ["", "## Confusion matrices", "", f"Rows: true class, columns: predicted ({', '.join(names)}).", ""]
+    for r in rows:
+        cm = r.get("confusion_matrix", [])
+        lines.append(f"- {r['name']}: " + " · ".join("[" + ", ".join(str(v) for v in row) + "]" for row in cm))
+    return lines
+
+
+def _augmentation_section(aug: Mapping[str, Any], max_examples: int = 5) -> list[str]:
+    lines = ["## Augmentation", ""]
+    generated, kept = aug.get("generated"), aug.get("kept")
+    lines.append(f"Generated {generated if generated is not None else '?'} paraphrases, kept {kept if kept is not None else '?'}.")
+    dropped = aug.get("dropped") or {}
+    if dropped:
+        lines.append("Dropped: " + ", ".join(f"{reason} {n}" for reason, n in dropped.items()) + ".")
+    examples = list(aug.get("examples") or [])[:max_examples]
+    if examples:
+        lines += ["", "Examples:", ""]
+        for ex in examples:
+            if isinstance(ex, Mapping) and "paraphrase" in ex:
+                original = ex.get("original", ex.get("text", ""))
+                label = f" ({ex['label']})" if ex.get("label") is not None else ""
+                lines.append(f"- {original!s} → {ex['paraphrase']!s}{label}")
+            else:
+                lines.append(f"- {ex}")
+    return lines
+
+
+def render_report(results: Mapping[str, Any], config_yaml: str | None = None) -> str:
+    """The Markdown report of a run: dataset, results table, comparisons, per-class detail, augmentation, config."""
+    title = results.get("name")
+    if not title and isinstance(results.get("config"), Mapping):
+        title = results["config"].get("name")
+    lines = [f"# findistill report{': ' + str(title) if title else ''}", "", _dataset_line(results.get("dataset", {})), ""]
+    meta = [f"{k}: {results[k]}" for k in ("created", "machine") if results.get(k)]
+    if meta:
+        lines += ["_" + " · ".join(meta) + "_", ""]
+    rows = results.get("rows", [])
+    lines += ["## Results", "", render_table(rows).rstrip("\n"), ""]
+    lines.append("Intervals: percentile bootstrap over evaluation rows.")
+    lines.append("")
+    if results.get("comparisons"):
+        lines += ["## Paired comparisons", "", "Paired bootstrap (same resampled rows for both models).", ""]
+        lines += [render_comparisons(results["comparisons"]).rstrip("\n"), ""]
+    if rows:
+        lines += _per_class_section(rows) + [""]
+    if isinstance(results.get("augmentation"), Mapping):
+        lines += _augmentation_section(results["augmentation"]) + [""]
+    if config_yaml:
+        lines += ["## Config", "", "```yaml", config_yaml.rstrip("\n"), "```", ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- files
+
+
+def write_results(run_dir: Path, results: Mapping[str, Any], config_yaml: str | None = None) -> None:
+    """Write ``results.json`` and ``report.md`` into ``run_dir``, each atomically (temp file + rename)."""
+    run_dir = Path(run_dir)
+    report = render_report(results, config_yaml)  # render first: a failure leaves neither file changed
+    atomic_write_json(run_dir / "results.json", _jsonable(results))
+    atomic_write_text(run_dir / "report.md", report)
+
+
+def load_results(path: Path | str) -> dict[str, Any]:
+    """Read and validate ``results.json`` (or the one inside a run folder). Raises ``DataError`` when unreadable."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"results file not found: {path}") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: not a results document")
+    try:
+        validate_results(data)
+    except ValueError as err:
+        raise DataError(f"{path}: {err}") from None
+    return data

@@ -1,0 +1,236 @@
+"""Prompts, verbalizer ids and the teachers (tiny random models, CPU)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from findistill.config import LABELS, TeacherConfig
+from findistill.errors import ModelError
+from findistill.prompts import build_prompt, select_few_shot, verbalizer_token_ids
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+TEXTS = [
+    "$AAPL soars on strong earnings #1",
+    "Tesla cut to sell at Credit Suisse after a long and very weak outlook for the quarter #2",
+    "Nomura files quarterly report",
+    "$XYZ",
+    "Carnival shares jump to record as bookings recover strongly across every single region #5",
+    "the bank announces dividend date #6",
+]
+
+
+@pytest.fixture(scope="module")
+def llama_tok(tiny_llama_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_llama_dir)
+
+
+@pytest.fixture(scope="module")
+def lm_teacher(tiny_llama_dir):
+    from findistill.teacher import PromptedLMTeacher
+
+    cfg = TeacherConfig(model=str(tiny_llama_dir), batch_size=4, few_shot=2)
+    return PromptedLMTeacher(cfg, few_shot=[("Apple beats estimates", 2), ("Cemex misses estimates", 0)], device="cpu")
+
+
+# --------------------------------------------------------------------------------------------- prompts
+
+
+def test_plain_prompt_renders_few_shot_then_query(llama_tok):
+    cfg = TeacherConfig(model="x")
+    prompt = build_prompt(llama_tok, cfg, "Query text", [("Ex one", 0), ("Ex two", 2)])
+    assert "Tweet: Ex one\nSentiment: negative" in prompt
+    assert "Tweet: Ex two\nSentiment: positive" in prompt
+    assert prompt.endswith("Tweet: Query text\nSentiment:")
+    assert prompt.index("Ex one") < prompt.index("Ex two") < prompt.index("Query text")
+
+
+def test_chat_prompt_uses_turns_and_system(llama_tok):
+    tok = llama_tok
+    old = tok.chat_template
+    tok.chat_template = CHAT_TEMPLATE
+    try:
+        cfg = TeacherConfig(model="x", system_prompt="You are an analyst.", prompt="Text: {text}\nAnswer:")
+        prompt = build_prompt(tok, cfg, "Query", [("Ex one", 1)])
+        assert prompt == (
+            "<|system|>You are an analyst.\n<|user|>Text: Ex one\nAnswer:\n<|assistant|>neutral\n"
+            "<|user|>Text: Query\nAnswer:\n<|assistant|>"
+        )
+        plain = build_prompt(tok, dataclasses.replace(cfg, use_chat_template=False), "Query")
+        assert "<|user|>" not in plain and plain.endswith("Text: Query\nAnswer:")
+    finally:
+        tok.chat_template = old
+
+
+def test_verbalizer_ids_and_collision(llama_tok):
+    ids = verbalizer_token_ids(llama_tok, {"negative": ["negative"], "neutral": ["neutral"], "positive": ["positive"]})
+    assert len(ids) == 3 and all(ids)
+    flat = [i for row in ids for i in row]
+    assert len(flat) == len(set(flat))
+    # " neutral" is a single token of the tiny tokenizer: it is among the neutral ids.
+    assert llama_tok.encode(" neutral", add_special_tokens=False)[0] in ids[1]
+    with pytest.raises(ModelError, match="share the first token") as err:
+        verbalizer_token_ids(llama_tok, {"negative": ["down"], "neutral": ["flat", "down"], "positive": ["up"]})
+    assert "\n" not in str(err.value)
+
+
+def test_select_few_shot_balanced_and_deterministic():
+    texts = [f"t{i}" for i in range(30)]
+    labels = [i % 3 for i in range(30)]
+    a = select_few_shot(texts, labels, 6, seed=1)
+    assert a == select_few_shot(texts, labels, 6, seed=1)
+    assert sorted(y for _, y in a) == [0, 0, 1, 1, 2, 2]
+    assert all(labels[texts.index(t)] == y for t, y in a)
+    assert select_few_shot(texts, labels, 6, seed=2) != a
+    assert select_few_shot(texts, [-1] * 30, 3, seed=0) == []
+
+
+# --------------------------------------------------------------------------------------------- prompted LM
+
+
+def test_prompted_lm_batch_size_and_order_invariant(lm_teacher):
+    lm_teacher.cfg.batch_size = 4
+    full = lm_teacher.class_logits(TEXTS, progress=False)
+    assert full.shape == (len(TEXTS), 3) and full.dtype == np.float32 and np.isfinite(full).all()
+    lm_teacher.cfg.batch_size = 1
+    single = lm_teacher.class_logits(TEXTS, progress=False)
+    perm = [3, 0, 5, 2, 4, 1]
+    lm_teacher.cfg.batch_size = 4
+    shuffled = lm_teacher.class_logits([TEXTS[i] for i in perm], progress=False)
+    np.testing.assert_allclose(full, single, atol=1e-4)
+    np.testing.assert_allclose(full[perm], shuffled, atol=1e-4)
+
+
+def test_prompted_lm_matches_unpadded_reference(lm_teacher):
+    tok, model = lm_teacher.tokenizer, lm_teacher.model
+    got = lm_teacher.class_logits(TEXTS[:3], progress=False)
+    for row, text in enumerate(TEXTS[:3]):
+        ids = tok(lm_teacher.prompt(text), return_tensors="pt")["input_ids"]  # [1, L], no padding
+        with torch.no_grad():
+            last = model(input_ids=ids).logits[0, -1].float()  # [V]
+        logp = torch.log_softmax(last, -1)
+        ref = [torch.logsumexp(logp[ids_c], -1).item() for ids_c in lm_teacher.label_token_ids]
+        np.testing.assert_allclose(got[row], ref, atol=1e-4)
+
+
+def test_prompted_lm_truncation_keeps_answer_cue(tiny_llama_dir):
+    from findistill.teacher import PromptedLMTeacher
+
+    teacher = PromptedLMTeacher(TeacherConfig(model=str(tiny_llama_dir), max_length=16), device="cpu")
+    ids = teacher.encode("Apple " * 100)
+    full = teacher.tokenizer.encode(teacher.prompt("Apple " * 100))
+    assert len(ids) == 16 and ids[-5:] == full[-5:]
+    assert np.isfinite(teacher.class_logits(["Apple " * 100, "short"], progress=False)).all()
+
+
+def test_prompted_lm_fingerprint_tracks_prompt(lm_teacher, tiny_llama_dir):
+    fp = lm_teacher.fingerprint()
+    assert fp["class"] == "PromptedLMTeacher"
+    assert fp["few_shot"] == [["Apple beats estimates", 2], ["Cemex misses estimates", 0]]
+    assert fp["content_digest"]
+    import json
+
+    json.dumps(fp)
+
+
+# --------------------------------------------------------------------------------------------- classifier / ensemble
+
+
+def test_classifier_teacher_reorders_columns(tiny_bert_classifier_dir):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from findistill.teacher import ClassifierTeacher
+
+    cfg = TeacherConfig(kind="classifier", model=str(tiny_bert_classifier_dir), batch_size=2,
+                        label_map={"Bearish": "negative", "Bullish": "positive", "Neutral": "neutral"})
+    teacher = ClassifierTeacher(cfg, device="cpu")
+    got = teacher.class_logits(TEXTS, progress=False)
+    tok = AutoTokenizer.from_pretrained(tiny_bert_classifier_dir)
+    raw_model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_classifier_dir).eval()
+    with torch.no_grad():
+        raw = torch.cat([raw_model(**tok([t], return_tensors="pt")).logits for t in TEXTS]).numpy()  # [N, 3]
+    # Bearish (0) -> negative, Neutral (2) -> neutral, Bullish (1) -> positive.
+    np.testing.assert_allclose(got, raw[:, [0, 2, 1]], atol=1e-4)
+    assert teacher.fingerprint()["label_map"] == {"negative": [0], "neutral": [2], "positive": [1]}
+
+
+def test_classifier_teacher_needs_label_map(tiny_bert_classifier_dir):
+    from findistill.teacher import ClassifierTeacher
+
+    with pytest.raises(ModelError, match="Bearish, Bullish, Neutral"):
+        ClassifierTeacher(TeacherConfig(kind="classifier", model=str(tiny_bert_classifier_dir)), device="cpu")
+
+
+class _FixedTeacher:
+    """A stand-in member with fixed logits (the ensemble only needs the Teacher interface)."""
+
+    def __init__(self, logits, name):
+        self.logits, self.name, self.num_parameters = np.asarray(logits, np.float32), name, 10
+
+    def class_logits(self, texts, progress=True):
+        return self.logits[: len(texts)]
+
+    def fingerprint(self):
+        return {"class": "fixed", "name": self.name}
+
+
+def test_ensemble_is_mean_of_probabilities():
+    from findistill.teacher import EnsembleTeacher
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    ens = EnsembleTeacher([_FixedTeacher(a, "a"), _FixedTeacher(b, "b")])
+    got = ens.class_logits(["x"] * 5, progress=False)
+    expected = (torch.softmax(torch.tensor(a), -1) + torch.softmax(torch.tensor(b), -1)).numpy() / 2
+    np.testing.assert_allclose(np.exp(got), expected, atol=1e-6)
+    assert ens.num_parameters == 20 and ens.name == "ensemble(a + b)"
+    assert [m["name"] for m in ens.fingerprint()["members"]] == ["a", "b"]
+
+
+def test_build_teacher_dispatch(tiny_llama_dir, tiny_bert_classifier_dir):
+    from findistill.teacher import ClassifierTeacher, EnsembleTeacher, PromptedLMTeacher, build_teacher
+
+    lm = TeacherConfig(model=str(tiny_llama_dir), few_shot=3, name="lm")
+    clf = TeacherConfig(kind="classifier", model=str(tiny_bert_classifier_dir), name="clf",
+                        label_map={"0": "negative", "1": "positive", "2": "neutral"})
+    ens = build_teacher(TeacherConfig(kind="ensemble", members=[lm, clf], name="both"),
+                        train_texts=[f"t{i}" for i in range(9)], train_labels=[i % 3 for i in range(9)], seed=0)
+    assert isinstance(ens, EnsembleTeacher) and ens.name == "both"
+    assert isinstance(ens.members[0], PromptedLMTeacher) and isinstance(ens.members[1], ClassifierTeacher)
+    assert sorted(y for _, y in ens.members[0].few_shot) == [0, 1, 2]
+    logits = ens.class_logits(TEXTS[:3], progress=False)
+    assert logits.shape == (3, 3) and np.isfinite(logits).all()
+    assert np.allclose(np.exp(logits).sum(-1), 1, atol=1e-5)
+
+
+def test_prompted_lm_with_chat_template(tiny_llama_dir, lm_teacher):
+    from transformers import AutoTokenizer
+
+    from findistill.teacher import PromptedLMTeacher
+
+    assert lm_teacher._keeps_last  # LLaMA takes logits_to_keep: only the last position's logits are computed
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    tok.chat_template = CHAT_TEMPLATE
+    cfg = TeacherConfig(model=str(tiny_llama_dir), system_prompt="Be brief.", batch_size=3)
+    teacher = PromptedLMTeacher(cfg, model=lm_teacher.model, tokenizer=tok)
+    assert teacher.chat and teacher.prompt("hi").endswith("<|assistant|>")
+    logits = teacher.class_logits(TEXTS, progress=False)
+    assert logits.shape == (len(TEXTS), 3) and np.isfinite(logits).all()
+    assert teacher.fingerprint()["chat_template"] == CHAT_TEMPLATE
+    assert teacher.fingerprint() != lm_teacher.fingerprint()
+
+
+def test_missing_model_is_one_line_model_error(tmp_path):
+    from findistill.teacher import PromptedLMTeacher
+
+    with pytest.raises(ModelError) as err:
+        PromptedLMTeacher(TeacherConfig(model=str(tmp_path / "nope")), device="cpu")
+    assert "\n" not in str(err.value)

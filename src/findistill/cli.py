@@ -1,0 +1,136 @@
+"""Argument parsing for the config-driven commands (run, label, distill, evaluate, teacher-finetune, augment).
+
+Each `*_main(argv)` parses its arguments, loads the YAML config (with `--set key=value` overrides) and calls
+the pipeline. Configs are the source of truth; flags only say where things are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+from findistill.config import ConfigError, RunConfig, load_config
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"findistill {prog}", description=description)
+    p.add_argument("config", help="YAML run config (see configs/)")
+    p.add_argument("--out", help="run folder (default: runs/<config name>)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with sent_train.csv / sent_valid.csv (default: $FINDISTILL_DATA_DIR)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.epochs=1 (value parsed as YAML; repeatable)")
+    return p
+
+
+def _load(args: argparse.Namespace) -> tuple[RunConfig, Path, str | None]:
+    overrides = {}
+    for item in args.overrides:
+        if "=" not in item:
+            raise ConfigError("--set", f"expected KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = yaml.safe_load(value)
+    config = load_config(args.config, overrides)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    return config, out, args.data_dir or os.environ.get("FINDISTILL_DATA_DIR")
+
+
+def run_main(argv: list[str]) -> int:
+    from findistill.pipeline import run
+
+    p = _parser("run", "Run every stage: teacher (fine-tune, evaluate, label), students (baseline, CE-only, "
+                       "distilled), report. Stages whose outputs exist are skipped, so a rerun resumes.")
+    config, out, data_dir = _load(p.parse_args(argv))
+    run(config, out, data_dir)
+    return 0
+
+
+def label_main(argv: list[str]) -> int:
+    from findistill.pipeline import run
+
+    p = _parser("label", "Write the teacher's class logits for every training (and transfer) text to the cache.")
+    config, out, data_dir = _load(p.parse_args(argv))
+    run(config, out, data_dir, stages=("teacher_finetune", "label"))
+    print(f"teacher logits cached under {out / 'cache'}")
+    return 0
+
+
+def distill_main(argv: list[str]) -> int:
+    from findistill.pipeline import run
+
+    p = _parser("distill", "Train the distilled student (teacher labels are computed first if missing).")
+    config, out, data_dir = _load(p.parse_args(argv))
+    run(config, out, data_dir, stages=("teacher_finetune", "label", "augment", "student_distilled"))
+    print(f"distilled student: {out / 'student'}")
+    return 0
+
+
+def teacher_finetune_main(argv: list[str]) -> int:
+    from findistill.pipeline import run
+
+    p = _parser("teacher-finetune", "LoRA fine-tune the config's teacher on gold labels; the merged teacher is "
+                                    "saved to <run>/teacher and used for labelling.")
+    args = p.parse_args(argv)
+    config, out, data_dir = _load(args)
+    if not config.teacher.finetune.enabled:
+        raise ConfigError("teacher.finetune.enabled", "is false; set it true (or --set teacher.finetune.enabled=true)")
+    run(config, out, data_dir, stages=("teacher_finetune",))
+    print(f"fine-tuned teacher: {out / 'teacher'}")
+    return 0
+
+
+def augment_main(argv: list[str]) -> int:
+    from findistill.pipeline import run
+
+    p = _parser("augment", "Generate teacher paraphrases of the training texts and filter them.")
+    config, out, data_dir = _load(p.parse_args(argv))
+    if not config.augment.enabled:
+        raise ConfigError("augment.enabled", "is false; set it true (or --set augment.enabled=true)")
+    run(config, out, data_dir, stages=("teacher_finetune", "augment"))
+    summary = out / "augment" / "summary.json"
+    if summary.is_file():
+        print(summary.read_text())
+    return 0
+
+
+def evaluate_main(argv: list[str]) -> int:
+    from findistill.pipeline import run
+
+    p = _parser("evaluate", "Without --model: rebuild <run>/results.json and report.md from the predictions "
+                            "already in the run folder. With --model: evaluate that classifier folder on the "
+                            "config's evaluation split and print its metrics as JSON.")
+    p.add_argument("--model", help="a saved sequence-classification folder to evaluate")
+    args = p.parse_args(argv)
+    config, out, data_dir = _load(args)
+    if not args.model:
+        run(config, out, data_dir, stages=("report",))
+        return 0
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from findistill.data import load_splits
+    from findistill.evaluate import evaluate_row, predict_logits
+    from findistill.model_refs import resolve_model
+
+    splits = load_splits(config.data, data_dir)
+    path = resolve_model(args.model)
+    model = AutoModelForSequenceClassification.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    logits = predict_logits(model, tokenizer, splits.eval.texts, batch_size=config.train.eval_batch_size,
+                            max_length=config.student.max_length, desc="evaluate")
+    row = evaluate_row(args.model, "student_distilled", splits.eval.labels, logits, config.eval)
+    print(json.dumps(row, indent=2))
+    return 0
+
+
+def models_main(argv: list[str]) -> int:
+    from findistill.model_refs import list_offline_models
+
+    argparse.ArgumentParser(prog="findistill models", description="List the offline models.").parse_args(argv)
+    for entry in list_offline_models():
+        state = "installed" if entry["installed"] else f"missing: {entry.get('pip', entry['package'])}"
+        print(f"{entry['name']:<24} {entry['package']:<32} {state}")
+    return 0

@@ -1,0 +1,143 @@
+"""`findistill run` end to end on tiny random models: a LLaMA teacher and a BLOOM student, each with its own
+tokenizer, about 60 training rows, in a temporary folder. Checks the three contract outputs and resumption."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from findistill.__main__ import main
+
+ROLES = {"majority", "teacher", "student_baseline", "student_ce", "student_distilled"}
+
+
+def write_config(path: Path, teacher_dir: Path, student_dir: Path, **sections) -> Path:
+    config = {
+        "name": "tiny",
+        "data": {"dev_fraction": 0.2},
+        "teacher": {"kind": "prompted_lm", "model": str(teacher_dir), "name": "tiny-llama", "batch_size": 8,
+                    "few_shot": 1},
+        "student": {"model": str(student_dir), "name": "tiny-bloom", "method": "lora",
+                    "lora": {"r": 4, "alpha": 8}, "max_length": 24},
+        "train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "logging_steps": 2},
+        "eval": {"bootstrap_samples": 200},
+    }
+    for key, value in sections.items():
+        config[key].update(value)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture()
+def tiny_run(tmp_path, tiny_llama_dir, tiny_bloom_dir, tiny_tfns_dir):
+    config = write_config(tmp_path / "tiny.yaml", tiny_llama_dir, tiny_bloom_dir)
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out), "--data-dir", str(tiny_tfns_dir)]) == 0
+    return config, out, tiny_tfns_dir
+
+
+def test_run_writes_the_contract_outputs(tiny_run):
+    _, out, _ = tiny_run
+    results = json.loads((out / "results.json").read_text())
+    assert results["dataset"]["n"] == 24 and results["dataset"]["split"]
+    rows = {row["role"]: row for row in results["rows"]}
+    assert set(rows) == ROLES
+    for row in rows.values():
+        assert 0 <= row["accuracy"] <= 1 and 0 <= row["macro_f1"] <= 1
+        lo, hi = row["accuracy_ci95"]
+        assert lo <= row["accuracy"] <= hi
+        assert "params" in row
+    assert rows["student_distilled"]["trainable_params"] < rows["student_distilled"]["params"]
+    comps = {(c["a"], c["b"], c["metric"]) for c in results["comparisons"]}
+    assert ("student_distilled", "student_ce", "accuracy") in comps
+    assert ("student_distilled", "student_ce", "macro_f1") in comps
+    # Resolved config next to the outputs.
+    assert yaml.safe_load((out / "config.yaml").read_text())["student"]["lora"]["r"] == 4
+
+    report = (out / "report.md").read_text()
+    assert "tiny-bloom" in report and "tiny-llama" in report and "```yaml" in report
+
+
+def test_saved_student_loads_with_plain_transformers(tiny_run):
+    _, out, _ = tiny_run
+    # A fresh interpreter that never imports findistill.
+    code = (
+        "import sys, transformers\n"
+        "assert 'findistill' not in sys.modules\n"
+        f"clf = transformers.pipeline('text-classification', model={str(out / 'student')!r})\n"
+        "print(clf('Shares of $XYZ plunge after the company cuts its outlook')[0]['label'])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] in {"negative", "neutral", "positive"}
+    assert not list((out / "student").glob("adapter_*")), "LoRA must be merged"
+
+
+def test_rerun_resumes_without_teacher_forward_passes(tiny_run, monkeypatch):
+    config, out, data_dir = tiny_run
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "predictions").glob("*.npz")}
+    calls = []
+    import findistill.teacher as teacher_mod
+
+    original = teacher_mod.PromptedLMTeacher.class_logits
+
+    def counting(self, texts, *args, **kwargs):
+        calls.append(len(texts))
+        return original(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(teacher_mod.PromptedLMTeacher, "class_logits", counting)
+    assert main(["run", str(config), "--out", str(out), "--data-dir", str(data_dir)]) == 0
+    assert calls == [], "teacher logits must come from the cache"
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "predictions").glob("*.npz")}
+    assert before == after, "finished stages are skipped"
+
+
+def test_distill_command_trains_only_the_distilled_student(tmp_path, tiny_llama_dir, tiny_bert_dir, tiny_tfns_dir):
+    """`findistill distill` on an encoder student with full fine-tuning and KD only (alpha = 1)."""
+    config = write_config(tmp_path / "kd.yaml", tiny_llama_dir, tiny_bert_dir,
+                          train={"alpha": 1.0, "temperature": 1.0, "epochs": 1, "learning_rate": 3e-3},
+                          student={"method": "full"})
+    out = tmp_path / "kd"
+    assert main(["distill", str(config), "--out", str(out), "--data-dir", str(tiny_tfns_dir)]) == 0
+    assert (out / "student" / "config.json").is_file()
+    assert not (out / "student_ce").exists(), "distill runs only the distillation stages"
+
+
+def test_bad_config_is_a_one_line_error(tmp_path, capsys, tiny_tfns_dir):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  alpha: 2\n")
+    assert main(["run", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "findistill: error: train.alpha: must be in [0, 1], got 2.0"
+    assert not (tmp_path / "o").exists(), "a bad config writes nothing"
+
+
+def test_missing_data_is_a_one_line_error(tmp_path, capsys, tiny_llama_dir, tiny_bloom_dir):
+    config = write_config(tmp_path / "c.yaml", tiny_llama_dir, tiny_bloom_dir)
+    assert main(["run", str(config), "--out", str(tmp_path / "o"), "--data-dir", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("findistill: error:")
+
+
+def test_cli_usage_lists_commands(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    for name in ("run", "label", "distill", "evaluate", "export", "predict", "serve"):
+        assert name in out
+    assert main(["nope"]) == 2
+
+
+def test_prediction_roundtrip(tmp_path):
+    from findistill.pipeline import Prediction
+
+    p = Prediction("m", "teacher", np.arange(6, dtype=np.float32).reshape(2, 3), {"params": 5})
+    p.save(tmp_path / "p.npz")
+    q = Prediction.load(tmp_path / "p.npz")
+    assert (q.name, q.role, q.meta) == ("m", "teacher", {"params": 5})
+    np.testing.assert_array_equal(q.logits, p.logits)

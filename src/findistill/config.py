@@ -281,6 +281,19 @@ class EvalConfig:
 
 
 @dataclass
+class CandidatesConfig:
+    teachers: list[TeacherConfig] = _help(
+        "Teacher candidates compared on the dev split (accuracy, macro-F1, params, peak memory, examples/s).",
+        factory=list,
+    )
+    students: list[StudentConfig] = _help(
+        "Student candidates: baseline (untrained head) and CE-only fine-tuning at the `train` budget.", factory=list
+    )
+    max_dev_examples: int | None = _help("Stratified subsample of the dev split used for the comparison.", None)
+    max_train_examples: int | None = _help("Stratified subsample of train for the students' CE fine-tune.", None)
+
+
+@dataclass
 class RunConfig:
     name: str = _help("Run name shown in the report.", "findistill")
     data: DataConfig = _help("Dataset and splits.", factory=DataConfig)
@@ -289,6 +302,7 @@ class RunConfig:
     train: TrainConfig = _help("Student training (shared by the CE-only and the distilled student).", factory=TrainConfig)
     augment: AugmentConfig = _help("Teacher paraphrase augmentation.", factory=AugmentConfig)
     eval: EvalConfig = _help("Evaluation statistics.", factory=EvalConfig)
+    candidates: CandidatesConfig = _help("Candidates for `findistill candidates`.", factory=CandidatesConfig)
     evaluate_teacher: bool = _help("Evaluate the teacher on the evaluation split (a table row).", True)
     train_ce_student: bool = _help("Also train a CE-only student at the same budget (the KD comparison).", True)
 

@@ -91,7 +91,9 @@ class Run:
         cfg = self.config.teacher
         tuned = self.out / "teacher"
         if cfg.finetune.enabled:
-            cfg = dataclasses.replace(cfg, model=str(tuned), revision=None,
+            # method "head" saves a sequence classifier (canonical id2label); "verbalizer" a causal LM.
+            kind = "classifier" if cfg.finetune.method == "head" else cfg.kind
+            cfg = dataclasses.replace(cfg, kind=kind, model=str(tuned), revision=None, label_map={},
                                       name=f"{cfg.display_name} (fine-tuned)")
         return cfg
 

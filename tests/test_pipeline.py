@@ -26,6 +26,7 @@ def write_config(path: Path, teacher_dir: Path, student_dir: Path, **sections) -
         "student": {"model": str(student_dir), "name": "tiny-bloom", "method": "lora",
                     "lora": {"r": 4, "alpha": 8}, "max_length": 24},
         "train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "logging_steps": 2},
+        "augment": {},
         "eval": {"bootstrap_samples": 200},
     }
     for key, value in sections.items():
@@ -141,3 +142,31 @@ def test_prediction_roundtrip(tmp_path):
     q = Prediction.load(tmp_path / "p.npz")
     assert (q.name, q.role, q.meta) == ("m", "teacher", {"params": 5})
     np.testing.assert_array_equal(q.logits, p.logits)
+
+
+def test_run_with_augmentation_and_transfer_set(tmp_path, tiny_llama_dir, tiny_bert_dir, tiny_tfns_dir):
+    """Paraphrases (filtered, counted) and an unlabelled transfer set enter the distilled student's training."""
+    transfer = tmp_path / "transfer.txt"
+    transfer.write_text("$ABC shares slide after guidance cut\n\n$DEF beats estimates\n$GHI files 10-Q\n")
+    config = write_config(tmp_path / "aug.yaml", tiny_llama_dir, tiny_bert_dir,
+                          data={"transfer_files": [str(transfer)]},
+                          augment={"enabled": True, "num_paraphrases": 1, "max_source_examples": 6,
+                                   "max_new_tokens": 8, "batch_size": 6, "drop_inconsistent": False,
+                                   "drop_bad_length": False})
+    out = tmp_path / "aug"
+    assert main(["run", str(config), "--out", str(out), "--data-dir", str(tiny_tfns_dir)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    aug = results["augmentation"]
+    assert aug["generated"] == 6
+    assert aug["generated"] == aug["kept"] + sum(aug["dropped"].values())
+    meta = prediction_meta(out, "student_distilled")
+    n_train = results["dataset"]["n_train"]
+    assert meta["train_examples"] == n_train + aug["kept"] + 3, "gold + kept paraphrases + 3 transfer texts"
+    assert prediction_meta(out, "student_ce")["train_examples"] == n_train + aug["kept"]
+    assert "Augmentation" in (out / "report.md").read_text() or "augmentation" in (out / "report.md").read_text()
+
+
+def prediction_meta(out: Path, role: str) -> dict:
+    from findistill.pipeline import Prediction
+
+    return Prediction.load(out / "predictions" / f"{role}.npz").meta

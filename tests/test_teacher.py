@@ -77,8 +77,15 @@ def test_verbalizer_ids_and_collision(llama_tok):
     assert len(flat) == len(set(flat))
     # " neutral" is a single token of the tiny tokenizer: it is among the neutral ids.
     assert llama_tok.encode(" neutral", add_special_tokens=False)[0] in ids[1]
+    # A shared first token is dropped; the class keeps its other word.
+    words = {"negative": ["negative", "down"], "neutral": ["flat", "down"], "positive": ["up"]}
+    shared = verbalizer_token_ids(llama_tok, words)
+    down = llama_tok.encode(" down", add_special_tokens=False)[0]
+    assert down not in shared[0] + shared[1] and shared[0] and shared[1]
+    assert llama_tok.encode(" negative", add_special_tokens=False)[0] in shared[0]
+    # A class left with nothing of its own is an error.
     with pytest.raises(ModelError, match="share the first token") as err:
-        verbalizer_token_ids(llama_tok, {"negative": ["down"], "neutral": ["flat", "down"], "positive": ["up"]})
+        verbalizer_token_ids(llama_tok, {"negative": ["down"], "neutral": ["down"], "positive": ["up"]})
     assert "\n" not in str(err.value)
 
 

@@ -30,7 +30,12 @@ DEFAULT_PROMPT = (
     "Classify the sentiment of this financial news tweet as negative, neutral or positive.\n"
     "Tweet: {text}\nSentiment:"
 )
-DEFAULT_VERBALIZER = {"negative": ["negative"], "neutral": ["neutral"], "positive": ["positive"]}
+# Chat models often answer capitalised ("Positive"): both spellings count for the class.
+DEFAULT_VERBALIZER = {
+    "negative": ["negative", "Negative"],
+    "neutral": ["neutral", "Neutral"],
+    "positive": ["positive", "Positive"],
+}
 PARAPHRASE_PROMPT = "Paraphrase this sentence without changing sentiment: {text}"
 
 

@@ -7,12 +7,16 @@ after ``Sentiment:`` in the plain template, or after the assistant header of a c
 
 from __future__ import annotations
 
+import logging
+
 import random
 from typing import Any, Sequence
 
 from findistill.config import LABELS, TeacherConfig
 from findistill.errors import ModelError
 
+
+log = logging.getLogger("findistill.prompts")
 
 def fill_template(template: str, text: str) -> str:
     """``template`` with its ``{text}`` placeholder replaced (plain replace: other braces in it stay as they are)."""
@@ -74,14 +78,15 @@ def verbalizer_token_ids(tokenizer: Any, verbalizer: dict[str, list[str]]) -> li
     """Per class, in ``LABELS`` order, the deduplicated first-token ids of its label words.
 
     Each word is tried as " word" (after a plain prompt such as ``Sentiment:``) and as "word" (at the start of
-    an assistant turn), so the same verbalizer works with and without chat templates. Two classes sharing a
-    first token id would make their logits indistinguishable: that raises :class:`ModelError`.
+    an assistant turn), so the same verbalizer works with and without chat templates. A first token shared by
+    two classes (e.g. "Negative" and "Neutral" both starting with "N" in some vocabularies) says nothing about
+    either, so it is dropped with a warning; a class left with no token of its own raises :class:`ModelError`.
     """
     missing = [name for name in LABELS if not verbalizer.get(name)]
     if missing:
         raise ModelError(f"verbalizer has no label words for {', '.join(missing)}")
+    claims: dict[int, dict[str, str]] = {}  # token id -> {class: word that produced it}
     per_class: list[list[int]] = []
-    owner: dict[int, tuple[str, str]] = {}  # token id -> (class, word) that claimed it
     for name in LABELS:
         ids: list[int] = []
         for word in verbalizer[name]:
@@ -89,17 +94,22 @@ def verbalizer_token_ids(tokenizer: Any, verbalizer: dict[str, list[str]]) -> li
                 token_id = _first_content_token(tokenizer, variant)
                 if token_id is None:
                     raise ModelError(f"verbalizer word {word!r} of class {name} encodes to no tokens")
-                if token_id in owner and owner[token_id][0] != name:
-                    other, other_word = owner[token_id]
-                    raise ModelError(
-                        f"verbalizer words {other_word!r} ({other}) and {word!r} ({name}) share the first token "
-                        f"{tokenizer.decode([token_id])!r} (id {token_id}); choose words that start differently"
-                    )
-                owner.setdefault(token_id, (name, word))
+                claims.setdefault(token_id, {}).setdefault(name, word)
                 if token_id not in ids:
                     ids.append(token_id)
         per_class.append(ids)
-    return per_class
+    shared = {t: owners for t, owners in claims.items() if len(owners) > 1}
+    for token_id, owners in shared.items():
+        log.warning("verbalizer: first token %r is shared by %s; it is ignored",
+                    tokenizer.decode([token_id]), ", ".join(f"{w!r} ({c})" for c, w in owners.items()))
+    result = [[t for t in ids if t not in shared] for ids in per_class]
+    for name, ids in zip(LABELS, result):
+        if not ids:
+            token_id, owners = next((t, o) for t, o in shared.items() if name in o)
+            words = " and ".join(f"{w!r} ({c})" for c, w in owners.items())
+            raise ModelError(f"verbalizer words {words} share the first token {tokenizer.decode([token_id])!r} "
+                             f"(id {token_id}) and class {name} has no other word; choose words that start differently")
+    return result
 
 
 def select_few_shot(

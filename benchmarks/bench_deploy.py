@@ -157,19 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append({**row, "variant": variant, "size_mb": weights_size_mb(folder)})
             del clf
         if args.teacher:
-            from findistill.config import TeacherConfig
-            from findistill.teacher import PromptedLMTeacher
-
-            teacher = PromptedLMTeacher(TeacherConfig(model=args.teacher, dtype="float32"), device="cpu")
-
-            def run_teacher(batch: list[str]) -> Any:
-                teacher.cfg.batch_size = len(batch)
-                return teacher.class_logits(batch, progress=False)
-
-            tb = [args.teacher_batch_size]
-            row = bench_model(f"teacher {teacher.name}", run_teacher, texts, tb, min(args.calls, 20), args.max_seconds)
-            rows.append({**row, "variant": "teacher (prompted LM, fp32)", "size_mb": None,
-                         "parameters": teacher.num_parameters})
+            rows.append(bench_teacher(args, texts))
     except FindistillError as err:
         print(f"bench_deploy: error: {err}", file=sys.stderr)
         return 2
@@ -185,6 +173,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     if tmp is not None:
         tmp.cleanup()
     return 0
+
+
+def safetensors_parameters(folder: Path) -> int:
+    """Parameter count read from the safetensors headers (no weights loaded)."""
+    from safetensors import safe_open
+
+    total = 0
+    for file in folder.glob("*.safetensors"):
+        with safe_open(str(file), framework="pt") as fh:
+            for key in fh.keys():
+                n = 1
+                for dim in fh.get_slice(key).get_shape():
+                    n *= dim
+                total += n
+    return total
+
+
+def bench_teacher(args: argparse.Namespace, texts: list[str]) -> dict:
+    """Time the teacher: a sequence-classifier folder (e.g. a head-fine-tuned teacher) runs through the same
+    runtime as the students; anything else is read as a prompted causal LM via its label-word logits."""
+    from findistill.model_refs import resolve_model
+
+    path = Path(resolve_model(args.teacher))
+    config = path / "config.json"
+    archs = (json.loads(config.read_text()).get("architectures") or []) if config.is_file() else []
+    tb = [args.teacher_batch_size]
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        from findistill.runtime import load_classifier
+
+        clf = load_classifier(path, max_length=args.max_length)
+        row = bench_model(f"teacher {args.teacher}", lambda b: clf.predict_proba(b, batch_size=len(b)),
+                          texts, tb, min(args.calls, 20), args.max_seconds)
+        from findistill.runtime import weights_size_mb
+
+        return {**row, "variant": "teacher (classifier, fp32)", "size_mb": weights_size_mb(path),
+                "parameters": safetensors_parameters(path)}
+    from findistill.config import TeacherConfig
+    from findistill.teacher import PromptedLMTeacher
+
+    teacher = PromptedLMTeacher(TeacherConfig(model=args.teacher, dtype="float32"), device="cpu")
+
+    def run_teacher(batch: list[str]) -> Any:
+        teacher.cfg.batch_size = len(batch)
+        return teacher.class_logits(batch, progress=False)
+
+    row = bench_model(f"teacher {teacher.name}", run_teacher, texts, tb, min(args.calls, 20), args.max_seconds)
+    return {**row, "variant": "teacher (prompted LM, fp32)", "size_mb": None, "parameters": teacher.num_parameters}
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@
 * ``onnx/``: ``torch.onnx.export`` (the torch.export-based exporter; TorchScript as a fallback) with dynamic
   batch and sequence axes, inputs ``input_ids``/``attention_mask`` (+ ``token_type_ids`` when the tokenizer
   emits them), output ``logits``; onnxruntime's logits are checked against torch's before anything is kept;
-* ``onnx-int8/``: ``onnxruntime.quantization.quantize_dynamic`` of that graph (QInt8 weights);
+* ``onnx-int8/``: ``onnxruntime.quantization.quantize_dynamic`` of that graph (QInt8 weights, per-channel scales);
 * ``export_report.json`` / ``export_report.md``: per variant (fp32 included) model size, the ONNX check, and with
   evaluation data accuracy, macro-F1, agreement with fp32 and examples/s at batch 64.
 
@@ -142,7 +142,10 @@ def _quantize_onnx(src: Path, dst: Path) -> None:
     level = root.level
     root.setLevel(logging.ERROR)  # "consider pre-processing" notice
     try:
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, use_external_data_format=external)
+        # Per-channel weight scales: one scale per output row keeps small rows from being flattened by large
+        # ones; on the MiniLM demo student per-tensor scales cost 0.8 accuracy points against fp32.
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                         use_external_data_format=external)
     except Exception as err:  # noqa: BLE001
         raise ModelError(f"onnx int8 quantization failed ({type(err).__name__}: {str(err).splitlines()[0]})") \
             from None

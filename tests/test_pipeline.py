@@ -170,3 +170,29 @@ def prediction_meta(out: Path, role: str) -> dict:
     from findistill.pipeline import Prediction
 
     return Prediction.load(out / "predictions" / f"{role}.npz").meta
+
+
+def test_resuming_under_another_config_is_refused(tiny_run, capsys):
+    config, out, data_dir = tiny_run
+    changed = config.with_name("changed.yaml")
+    changed.write_text(config.read_text().replace("epochs: 1", "epochs: 2"))
+    assert main(["run", str(changed), "--out", str(out), "--data-dir", str(data_dir)]) == 2
+    assert "holds a run of a different config" in capsys.readouterr().err
+
+
+def test_resume_reads_stored_teacher_logits_without_loading_the_teacher(tiny_run, monkeypatch):
+    """After labelling, a resumed run that retrains a student never builds the teacher."""
+    import shutil
+
+    import findistill.teacher as teacher_mod
+
+    config, out, data_dir = tiny_run
+    shutil.rmtree(out / "student")
+    (out / "predictions" / "student_distilled.npz").unlink()
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("the teacher must not be loaded")
+
+    monkeypatch.setattr(teacher_mod, "build_teacher", no_teacher)
+    assert main(["run", str(config), "--out", str(out), "--data-dir", str(data_dir)]) == 0
+    assert (out / "student" / "config.json").is_file()

@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from findistill.config import RunConfig, dump_config, save_config
+from findistill.config import ConfigError, RunConfig, dump_config, save_config
 from findistill.data import DatasetSplits, TextSplit, load_splits
 from findistill.io_utils import atomic_write_json
 
@@ -116,7 +116,21 @@ class Run:
         gc.collect()
 
     def teacher_logits(self, split: TextSplit) -> np.ndarray:
-        return self.teacher.class_logits(split.texts)
+        """The teacher's ``[N, 3]`` logits for a split, kept in ``<run>/teacher_logits/<split>.npz``.
+
+        Once a split is labelled, a resumed run reads this file and never loads the teacher (a 7B teacher
+        takes minutes to load even when every logit is cached).
+        """
+        from findistill.cache import cache_key, load_cached, save_cached, texts_hash
+
+        folder, digest = self.out / "teacher_logits", texts_hash(split.texts)
+        key = cache_key({"run_split": split.name}, split.texts)
+        logits = load_cached(folder, key, n=len(split), texts_sha256=digest)
+        if logits is None:
+            logits = self.teacher.class_logits(split.texts)
+            save_cached(folder, key, logits, {"split": split.name, "n": len(split), "texts_sha256": digest,
+                                              "teacher": self.teacher.name})
+        return logits
 
     # ------------------------------------------------------------------ stages
     def stage_teacher_finetune(self) -> None:
@@ -284,8 +298,12 @@ def run(config: RunConfig, out_dir: str | Path, data_dir: str | None = None,
         stages: tuple[str, ...] = STAGES) -> dict | None:
     """Run the chosen stages in pipeline order; returns the results dict when the report stage ran."""
     out = Path(out_dir)
+    saved = out / "config.yaml"
+    if saved.is_file() and saved.read_text() != dump_config(config):
+        # Finished stages are skipped by their outputs, so resuming under another config would mix two runs.
+        raise ConfigError("", f"{out} holds a run of a different config ({saved}); use another --out or delete it")
     out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.yaml")
+    save_config(config, saved)
     r = Run(config, out, data_dir)
     steps: dict[str, Callable[[], object]] = {
         "teacher_finetune": r.stage_teacher_finetune,

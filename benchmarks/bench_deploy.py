@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import random
 import sys
 import tempfile
@@ -24,6 +22,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_machine import machine_info  # noqa: E402
 
 _SUBJECTS = ["$AAPL", "$TSLA", "Apple", "Tesla", "Cemex", "the bank", "Nomura", "$BYND", "Carnival", "JPMorgan"]
 _PHRASES = ["plunges after weak outlook", "cut to sell at Credit Suisse", "misses estimates on lower margins",
@@ -36,25 +37,6 @@ def synthetic_texts(n: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     return [f"{rng.choice(_SUBJECTS)} {rng.choice(_PHRASES)}" + (f" {rng.choice(_PHRASES)}" if i % 3 == 0 else "")
             for i in range(n)]
-
-
-def machine() -> dict[str, Any]:
-    import onnxruntime
-    import torch
-    import transformers
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-            "transformers": transformers.__version__, "python": platform.python_version(),
-            "platform": platform.platform()}
 
 
 def measure(fn: Callable[[list[str]], Any], texts: list[str], batch_size: int, max_calls: int,
@@ -162,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench_deploy: error: {err}", file=sys.stderr)
         return 2
     results = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-               "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
+               "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine_info(),
                "model_dir": str(Path(args.model_dir).resolve()), "n_texts": len(texts),
                "max_length": args.max_length, "models": rows}
     out = Path(args.out)

@@ -24,7 +24,8 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_deploy import machine, synthetic_texts  # noqa: E402
+from bench_deploy import synthetic_texts  # noqa: E402
+from bench_machine import machine_info  # noqa: E402
 
 
 def free_port() -> int:
@@ -147,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = {k: after[k] - before.get(k, 0) for k in ("requests", "batches", "texts") if k in after}
     server["largest_batch"] = after.get("largest_batch")
     res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-           "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
+           "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine_info(),
            "model": health["model"], "variant": health["variant"], "model_dir": str(Path(args.model_dir).resolve()),
            "clients": args.clients, "requests_per_client": args.requests, "texts_per_request": args.texts_per_request,
            "batch_window_ms": args.batch_window_ms, "max_batch": args.max_batch, "load": load,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from findistill.config import LABELS, TeacherConfig
+from findistill.config import TeacherConfig
 from findistill.errors import ModelError
 from findistill.prompts import build_prompt, select_few_shot, verbalizer_token_ids
 

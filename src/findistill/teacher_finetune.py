@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
 
-from findistill.config import LABELS, StudentConfig, TeacherConfig, TrainConfig, save_config
+from findistill.config import StudentConfig, TeacherConfig, TrainConfig, save_config
 from findistill.data import TextSplit, stratified_subsample
 from findistill.errors import DataError, ModelError
 from findistill.io_utils import atomic_directory, atomic_write_json

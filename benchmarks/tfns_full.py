@@ -46,9 +46,10 @@ TARGETS = {"accuracy": 0.88, "macro_f1": 0.85, "gain": 0.01}
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python benchmarks/tfns_full.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="benchmark run config (default: %(default)s)")
-    p.add_argument("--out", default=None, help="output folder (default: benchmarks/results/tfns_full[_quick])")
+    p.add_argument("--out", default=None, help="output folder (default: benchmarks/results/<config name>[_quick])")
     p.add_argument("--run-dir", default=None,
-                   help="pipeline run folder with the models and caches (default: runs/tfns_full[_quick], git-ignored)")
+                   help="pipeline run folder with the models and caches (default: runs/<config name>[_quick], "
+                        "git-ignored)")
     p.add_argument("--data-dir", default=None, help="TFNS folder (default: $FINDISTILL_DATA_DIR or ../shared/data/...)")
     p.add_argument("--few-shot", type=int, default=3, help="examples in the k-shot prompted teacher row (default 3)")
     p.add_argument("--quick", action="store_true", help="smoke run: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
@@ -70,6 +71,8 @@ def prompted_rows(run, few_shot: int) -> dict[str, Any]:
     from findistill.teacher import build_teacher
 
     config, splits = run.config, run.splits
+    if config.teacher.kind != "prompted_lm":  # a classifier teacher has no prompt to vary
+        return {}
     variants = {"teacher_zero_shot": (0, "zero-shot"), "teacher_few_shot": (few_shot, f"{few_shot}-shot")}
     if not config.teacher.finetune.enabled:  # the pipeline's own teacher row already is this variant
         variants = {k: v for k, v in variants.items() if v[0] != config.teacher.few_shot}
@@ -231,7 +234,7 @@ def _main(argv: list[str]) -> int:
         key, _, value = item.partition("=")
         overrides[key.strip()] = yaml.safe_load(value)
     config = load_config(args.config, overrides)
-    name = "tfns_full_quick" if args.quick else "tfns_full"
+    name = config.name + ("_quick" if args.quick else "")
     out = Path(args.out or REPO / "benchmarks" / "results" / name)
     run_dir = Path(args.run_dir or REPO / "runs" / name)
     data_dir = args.data_dir or os.environ.get("FINDISTILL_DATA_DIR") or (str(DEFAULT_DATA) if DEFAULT_DATA.is_dir()

@@ -95,6 +95,36 @@ def test_head_finetune_saves_a_canonical_classifier(tiny_llama_dir, tmp_path):
     assert acc == pytest.approx(summary["best"]["accuracy"])
 
 
+def test_full_finetune_of_a_classifier_teacher_trains_every_weight(tiny_bert_dir, tmp_path):
+    """An encoder classifier teacher (kind classifier, parameters full): all weights train, no peft in the folder."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    ft = TeacherFinetuneConfig(enabled=True, method="head", parameters="full", epochs=2, learning_rate=5e-3,
+                               batch_size=8)
+    cfg = TeacherConfig(kind="classifier", model=str(tiny_bert_dir), name="tiny-bert", batch_size=16, max_length=24,
+                        finetune=ft)
+    train, dev = toy_split(40, 1, "train"), toy_split(12, 2, "dev")
+    summary = finetune_teacher(cfg, train, dev, tmp_path / "teacher", seed=0)
+    assert summary["parameters"] == "full" and summary["lora"] is None
+    assert summary["trainable_params"] == summary["total_params"] and len(summary["history"]) == 2
+    assert not (tmp_path / "teacher" / "adapter_config.json").exists()
+    tuned = load_file(str(tmp_path / "teacher" / "model.safetensors"))
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=3).state_dict()
+    changed = [k for k, v in tuned.items() if k in base and "embeddings" not in k and not torch.equal(v, base[k])]
+    assert any("encoder.layer.0" in k for k in changed)  # the encoder itself moved, not only the head
+    logits = ClassifierTeacher(TeacherConfig(kind="classifier", model=str(tmp_path / "teacher"))).class_logits(
+        dev.texts, progress=False)
+    assert float(np.mean(logits.argmax(1) == np.asarray(dev.labels))) == pytest.approx(summary["best"]["accuracy"])
+
+
+def test_full_parameters_need_the_head_method():
+    from findistill.config import ConfigError
+
+    with pytest.raises(ConfigError, match="parameters"):
+        TeacherFinetuneConfig(method="verbalizer", parameters="full")
+
+
 def test_max_train_examples_subsamples_and_bad_kind_is_one_line(tiny_llama_dir, tmp_path):
     from findistill.errors import ModelError
 

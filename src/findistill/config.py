@@ -125,7 +125,10 @@ class TeacherFinetuneConfig:
         "head: a sequence-classification head on the causal LM.",
         "verbalizer",
     )
-    lora: LoraSettings = _help("LoRA settings of the teacher fine-tune.", factory=LoraSettings)
+    parameters: Literal["lora", "full"] = _help(
+        "lora: LoRA adapters (+ the head) train, merged when saved; full: every weight trains (method head only; "
+        "the way to tune a small encoder classifier teacher such as all-mpnet-base-v2).", "lora")
+    lora: LoraSettings = _help("LoRA settings of the teacher fine-tune (parameters: lora).", factory=LoraSettings)
     epochs: float = _help("Training epochs.", 1.0)
     learning_rate: float = _help("Peak learning rate.", 2e-4)
     batch_size: int = _help("Per-device batch size.", 8)
@@ -135,6 +138,8 @@ class TeacherFinetuneConfig:
         _check(self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
         _check(0 < self.learning_rate < 1, "learning_rate", f"must be in (0, 1), got {self.learning_rate}")
         _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.parameters == "lora" or self.method == "head", "parameters",
+               "full fine-tuning needs method: head (the verbalizer method trains LoRA adapters only)")
 
 
 @dataclass
@@ -169,7 +174,7 @@ class TeacherConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _help(
         "Weights dtype; auto = bfloat16 on CUDA with bf16 support, else float32.", "auto"
     )
-    finetune: TeacherFinetuneConfig = _help("Optional LoRA fine-tune of the teacher.", factory=TeacherFinetuneConfig)
+    finetune: TeacherFinetuneConfig = _help("Optional fine-tune of the teacher on gold labels.", factory=TeacherFinetuneConfig)
 
     def __post_init__(self):
         _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")

@@ -142,7 +142,8 @@ class Run:
             return
         from findistill.teacher_finetune import finetune_teacher
 
-        _say("[teacher_finetune] LoRA fine-tuning the teacher on gold labels (dev split for selection)")
+        _say(f"[teacher_finetune] fine-tuning the teacher on gold labels ({self.config.teacher.finetune.parameters}; "
+             "dev split for selection)")
         finetune_teacher(self.config.teacher, self.splits.train, self.splits.dev, target, seed=self.config.data.seed)
 
     def stage_teacher_eval(self) -> None:

@@ -1,4 +1,4 @@
-"""Teacher fine-tuning: LoRA on the causal-LM teacher, trained on gold labels, selected on the dev split.
+"""Teacher fine-tuning: the teacher trained on gold labels (LoRA or all weights), selected on the dev split.
 
 Two methods (``teacher.finetune.method``):
 
@@ -10,6 +10,8 @@ Two methods (``teacher.finetune.method``):
 * ``head`` — ``AutoModelForSequenceClassification`` on the causal LM (``student.build_student``: canonical
   ``id2label``, pad token, peft ``SEQ_CLS`` so the ``score`` head trains fully) trained with the student trainer's
   CE-only loss on the raw texts. The saved folder is a sequence classifier that ``ClassifierTeacher`` reads.
+  This method also tunes a ``classifier`` teacher (an encoder such as all-mpnet-base-v2), and with
+  ``finetune.parameters: full`` it trains every weight instead of LoRA adapters.
 
 Few-shot examples are not part of fine-tuning: prompts are built with ``few_shot = 0`` for training, dev selection
 and the saved model (a tuned model no longer needs demonstrations; set ``teacher.few_shot: 0`` when you read it).
@@ -190,7 +192,7 @@ def _prepare_head(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, device: 
     from findistill.student import build_student
     from findistill.trainer import DistillationCollator, build_train_dataset
 
-    student_cfg = StudentConfig(model=cfg.model, revision=cfg.revision, name=cfg.name, method="lora",
+    student_cfg = StudentConfig(model=cfg.model, revision=cfg.revision, name=cfg.name, method=cfg.finetune.parameters,
                                 lora=cfg.finetune.lora, max_length=cfg.max_length)
     model, tokenizer = build_student(student_cfg)
     model.to(device)
@@ -217,8 +219,9 @@ def finetune_teacher(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, out_d
     from findistill.trainer import DistillationTrainer, training_arguments
 
     ft = cfg.finetune
-    if cfg.kind != "prompted_lm":
-        raise ModelError(f"teacher fine-tuning needs a prompted_lm (causal LM) teacher, got kind {cfg.kind!r}")
+    if not (cfg.kind == "prompted_lm" or (cfg.kind == "classifier" and ft.method == "head")):
+        raise ModelError(f"teacher fine-tuning needs a prompted_lm teacher, or a classifier teacher with method "
+                         f"head; got kind {cfg.kind!r} with method {ft.method!r}")
     labelled = [i for i, y in enumerate(train.labels) if int(y) >= 0]
     if not labelled or not len(dev):
         raise DataError("teacher fine-tuning needs labelled training texts and a non-empty dev split")
@@ -235,8 +238,8 @@ def finetune_teacher(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, out_d
     model, tokenizer, dataset, kwargs, evaluate = prepare(cfg0, train, dev, device)
     total = int(sum(p.numel() for p in model.parameters()))
     trainable = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
-    log.info("[teacher_finetune] %s: %d train / %d dev texts, %s trainable of %s parameters",
-             ft.method, len(train), len(dev), f"{trainable:,}", f"{total:,}")
+    log.info("[teacher_finetune] %s (%s): %d train / %d dev texts, %s trainable of %s parameters",
+             ft.method, ft.parameters, len(train), len(dev), f"{trainable:,}", f"{total:,}")
     before = evaluate()
     log.info("[teacher_finetune] before: dev accuracy %.4f, macro-F1 %.4f", before["accuracy"], before["macro_f1"])
 
@@ -252,7 +255,8 @@ def finetune_teacher(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, out_d
     best.restore(model)
 
     model.eval()
-    merged = model.merge_and_unload()  # plain transformers model with the best epoch's LoRA merged in
+    # plain transformers model (with the best epoch's LoRA merged in, when LoRA trained)
+    merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
     merged.to(dtype=_pick_dtype(cfg.dtype, device))
     if ft.method == "verbalizer":
         merged.config.use_cache = True
@@ -260,7 +264,8 @@ def finetune_teacher(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, out_d
         "method": ft.method, "model": cfg.model, "revision": cfg.revision, "seed": seed,
         "train_examples": len(train), "train_label_counts": train.label_counts(), "dev_examples": len(dev),
         "epochs": ft.epochs, "learning_rate": ft.learning_rate, "batch_size": ft.batch_size,
-        "lora": dataclasses.asdict(ft.lora), "few_shot": 0, "prompt": cfg.prompt if ft.method == "verbalizer" else None,
+        "parameters": ft.parameters, "lora": dataclasses.asdict(ft.lora) if ft.parameters == "lora" else None,
+        "few_shot": 0, "prompt": cfg.prompt if ft.method == "verbalizer" else None,
         "total_params": total, "trainable_params": trainable, "dev_before": before, "history": best.history,
         "best_epoch": best.best["epoch"] if best.best else None, "best": best.best,
         "selection": "highest dev macro-F1 over the epochs (ties: the earlier epoch); the evaluation split is unused",

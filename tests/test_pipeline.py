@@ -196,3 +196,21 @@ def test_resume_reads_stored_teacher_logits_without_loading_the_teacher(tiny_run
     monkeypatch.setattr(teacher_mod, "build_teacher", no_teacher)
     assert main(["run", str(config), "--out", str(out), "--data-dir", str(data_dir)]) == 0
     assert (out / "student" / "config.json").is_file()
+
+
+def test_untrained_baseline_is_seeded(tmp_path, tiny_llama_dir, tiny_bloom_dir, tiny_tfns_dir):
+    """The untrained head is drawn from the training seed, not from whatever the global RNG holds."""
+    import torch
+
+    from findistill.config import load_config
+    from findistill.pipeline import Prediction, Run
+
+    config = load_config(write_config(tmp_path / "c.yaml", tiny_llama_dir, tiny_bloom_dir))
+    logits = []
+    for i in range(2):
+        torch.manual_seed(100 + i)  # a different global RNG state before each run
+        torch.rand(7 + i)
+        run = Run(config, tmp_path / f"r{i}", str(tiny_tfns_dir))
+        run.stage_student_baseline()
+        logits.append(Prediction.load(run.prediction_path("student_baseline")).logits)
+    np.testing.assert_array_equal(logits[0], logits[1])

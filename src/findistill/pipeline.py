@@ -179,8 +179,9 @@ class Run:
         splits = self.splits
         summary_path = self.out / "augment" / "summary.json"
         others = splits.train.texts + splits.dev.texts + splits.eval.texts
-        model, tokenizer = load_generator(cfg.model or self.teacher_config().model)
-        _say("[augment] paraphrasing training texts with the teacher")
+        generator = cfg.model or self.teacher_config().model
+        model, tokenizer = load_generator(generator)
+        _say(f"[augment] paraphrasing training texts with {generator}; the teacher filters and labels them")
         result = augment(cfg, splits.train, others, model, tokenizer, self.teacher, self.out / "augment")
         del model
         gc.collect()
@@ -223,9 +224,12 @@ class Run:
     def stage_student_baseline(self) -> None:
         if self.prediction_path("student_baseline").is_file():
             return
+        from transformers import set_seed
+
         from findistill.student import build_student
 
         _say("[student_baseline] the student before any training on the task")
+        set_seed(self.config.train.seed)  # the untrained head's initialisation, the same one training starts from
         model, tokenizer = build_student(self.config.student)
         self._evaluate_model(model, tokenizer, "student_baseline",
                              f"{self.config.student.display_name} (untrained head)", {})

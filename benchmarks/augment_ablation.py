@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
 import shlex
 import shutil
 import sys
@@ -28,14 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_machine import machine_info  # noqa: E402
+from bench_machine import data_dir as tfns_data_dir, machine_info, parse_overrides  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "benchmarks" / "configs" / "augment_ablation.yaml"
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "twitter-financial-news-sentiment"
 VARIANTS = {  # folder -> (augment.enabled, augment.filter, label)
     "kd": (False, True, "KD + CE"),
     "kd_unfiltered": (True, False, "KD + CE, + unfiltered paraphrases"),
@@ -180,14 +177,11 @@ def _main(argv: list[str]) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     overrides = {}
-    for item in args.overrides:
-        key, _, value = item.partition("=")
-        overrides[key.strip()] = yaml.safe_load(value)
+    overrides.update(parse_overrides(args.overrides))
     base = load_config(args.config, overrides)
     out = Path(args.out or REPO / "benchmarks" / "results" / base.name)
     run_dir = Path(args.run_dir or REPO / "runs" / base.name)
-    data_dir = args.data_dir or os.environ.get("FINDISTILL_DATA_DIR") or (str(DEFAULT_DATA) if DEFAULT_DATA.is_dir()
-                                                                          else None)
+    data_dir = tfns_data_dir(args.data_dir)
     command = "python benchmarks/augment_ablation.py" + "".join(" " + shlex.quote(a) for a in argv)
     started = time.perf_counter()
     n_train = len(Run(base, run_dir / "kd", data_dir).splits.train)

@@ -1,4 +1,5 @@
-"""What every benchmark records about the machine it ran on (CPU, cores, GPU, library versions)."""
+"""What every benchmark records about the machine it ran on (CPU, cores, GPU, library versions), and the small
+CLI pieces the benchmark scripts share (``--set`` overrides, the default TFNS folder)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,22 @@ def machine_info() -> dict[str, Any]:
         except ImportError:
             info[package] = None
     return info
+
+
+DEFAULT_TFNS = Path(__file__).resolve().parents[2] / "shared" / "data" / "twitter-financial-news-sentiment"
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["train.alpha=0.9", ...]`` (``--set`` values) -> ``{"train.alpha": 0.9}``, values parsed as YAML."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def data_dir(arg: str | None) -> str | None:
+    """``--data-dir``, else ``$FINDISTILL_DATA_DIR``, else ``../shared/data/...`` when present, else None (hub)."""
+    return arg or os.environ.get("FINDISTILL_DATA_DIR") or (str(DEFAULT_TFNS) if DEFAULT_TFNS.is_dir() else None)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import shlex
 import sys
 import time
@@ -30,12 +29,10 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_machine import machine_info  # noqa: E402
-import yaml
+from bench_machine import data_dir as tfns_data_dir, machine_info, parse_overrides  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "benchmarks" / "configs" / "tfns_full.yaml"
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "twitter-financial-news-sentiment"
 QUICK = {  # --quick: small stratified subsets, one epoch; the real models (a smoke test, not a measurement)
     "data.max_train_examples": 200, "data.max_dev_examples": 30, "data.max_eval_examples": 120,
     "teacher.finetune.max_train_examples": 64, "train.epochs": 1, "eval.bootstrap_samples": 1000,
@@ -230,15 +227,12 @@ def _main(argv: list[str]) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     overrides = dict(QUICK) if args.quick else {}
-    for item in args.overrides:
-        key, _, value = item.partition("=")
-        overrides[key.strip()] = yaml.safe_load(value)
+    overrides.update(parse_overrides(args.overrides))
     config = load_config(args.config, overrides)
     name = config.name + ("_quick" if args.quick else "")
     out = Path(args.out or REPO / "benchmarks" / "results" / name)
     run_dir = Path(args.run_dir or REPO / "runs" / name)
-    data_dir = args.data_dir or os.environ.get("FINDISTILL_DATA_DIR") or (str(DEFAULT_DATA) if DEFAULT_DATA.is_dir()
-                                                                          else None)
+    data_dir = tfns_data_dir(args.data_dir)
     command = "python benchmarks/tfns_full.py" + "".join(" " + shlex.quote(a) for a in argv)
     started = time.perf_counter()
     results = run(config, run_dir, data_dir)

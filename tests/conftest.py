@@ -7,8 +7,10 @@ Their tokenizers are trained here in about a second with the `tokenizers` librar
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -149,3 +151,13 @@ def shared_tfns_dir() -> Path:
     if not (SHARED_TFNS / "sent_train.csv").is_file():
         pytest.skip("../shared/data/twitter-financial-news-sentiment is not present")
     return SHARED_TFNS
+
+
+def load_benchmark(name: str):
+    """Import ``benchmarks/<name>.py`` (a script, not a package) as a module."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -3,22 +3,16 @@ shared caches, paired comparisons against KD alone, and the filter's counts in t
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import load_benchmark
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("augment_ablation", REPO / "benchmarks" / "augment_ablation.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["augment_ablation"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("augment_ablation")
 
 
 def _meta(run: Path) -> dict:

@@ -4,9 +4,7 @@ script runs end to end on a tiny config."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import make_rows
+from conftest import load_benchmark, make_rows
 from findistill.config import LABELS, LoraSettings, TeacherConfig, TeacherFinetuneConfig
 from findistill.data import TextSplit
 from findistill.teacher import ClassifierTeacher, PromptedLMTeacher
@@ -156,11 +154,7 @@ def write_config(path: Path, teacher_dir: Path, student_dir: Path, **sections) -
 
 
 def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("tfns_full", REPO / "benchmarks" / "tfns_full.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["tfns_full"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("tfns_full")
 
 
 def test_cli_finetune_run_and_tfns_benchmark_use_the_tuned_teacher(tmp_path, tiny_llama_dir, tiny_bert_dir,

@@ -1,9 +1,12 @@
 """``findistill predict``: classify a file of texts with any student variant and write JSONL.
 
-Input formats: ``.txt`` (one text per line; blank lines are skipped), ``.csv`` (the ``--text-column``),
-``.jsonl`` (objects holding the text column, or bare JSON strings). ``-`` reads stdin as txt lines unless
-``--format`` says otherwise. Output: one JSON object per input text, in input order,
-``{"text", "label", "probs": {label: p}}``, to ``--output`` (written to a temp file, then renamed) or stdout.
+Input formats: ``.txt`` (one text per line), ``.csv`` (the ``--text-column``), ``.jsonl`` (objects holding the
+text column, or bare JSON strings; blank lines are skipped). ``-`` reads stdin as txt lines unless ``--format``
+says otherwise. Output: one JSON object per input text, in input order, ``{"text", "label", "probs": {label: p}}``,
+to ``--output`` (written to a temp file in the output's folder, then renamed) or stdout. A blank (or
+whitespace-only) line of a .txt input keeps its place: it gets ``{"text": "", "label": null, "probs": null,
+"error": "blank line"}``, so output line k always answers input line k. The output's folder must exist and be
+writable; this is checked before the model loads.
 """
 
 from __future__ import annotations
@@ -52,12 +55,18 @@ def _read_text(path: str) -> str:
         raise DataError(f"{path}: cannot read it as UTF-8 text ({err})") from None
 
 
-def read_rows(path: str, fmt: str | None = None, text_column: str = "text") -> list[dict[str, Any]]:
-    """Rows of ``path`` as dicts. txt lines and bare JSONL strings become ``{text_column: line}``."""
+def read_rows(path: str, fmt: str | None = None, text_column: str = "text",
+              keep_blank: bool = False) -> list[dict[str, Any]]:
+    """Rows of ``path`` as dicts. txt lines and bare JSONL strings become ``{text_column: line}``.
+
+    Blank txt lines are skipped, or with ``keep_blank`` kept as ``{text_column: ""}`` (so row k is line k).
+    """
     fmt = detect_format(path, fmt)
     content = _read_text(path)
     name = "<stdin>" if path == "-" else path
     if fmt == "txt":
+        if keep_blank:
+            return [{text_column: line if line.strip() else ""} for line in content.splitlines()]
         return [{text_column: line} for line in content.splitlines() if line.strip()]
     if fmt == "csv":
         reader = csv.DictReader(io.StringIO(content))
@@ -91,17 +100,44 @@ def column(rows: list[dict[str, Any]], key: str, source: str) -> list[Any]:
     return values
 
 
-def read_texts(path: str, fmt: str | None = None, text_column: str = "text") -> list[str]:
-    """The texts of an input file in order; DataError when missing, malformed or empty."""
-    rows = read_rows(path, fmt, text_column)
+def read_texts(path: str, fmt: str | None = None, text_column: str = "text", keep_blank: bool = False) -> list[str]:
+    """The texts of an input file in order; DataError when missing, malformed or empty.
+
+    ``keep_blank``: blank txt lines come back as ``""`` in their place (an input of only blank lines is still empty).
+    """
+    rows = read_rows(path, fmt, text_column, keep_blank)
     source = "<stdin>" if path == "-" else path
-    if not rows:
+    if not rows or (keep_blank and all(row.get(text_column) == "" for row in rows)):
         raise DataError(f"{source}: no texts")
     texts = column(rows, text_column, source)
     for i, text in enumerate(texts, 1):
         if not isinstance(text, str):
             raise DataError(f"{source}: row {i}: {text_column!r} must be a string, got {type(text).__name__}")
     return texts
+
+
+def check_output(path: str | None) -> None:
+    """DataError unless ``path`` can be written: its folder exists, is a folder and is writable; it is no folder.
+
+    A temp file is created and removed in the folder, so a read-only file system or missing rights show up here,
+    before any model loads, and not after the predictions were computed.
+    """
+    if path is None or path == "-":
+        return
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        raise DataError(f"--output {path}: is a folder; name a file inside it")
+    if not folder.exists():
+        raise DataError(f"--output {path}: folder {folder} does not exist (create it first)")
+    if not folder.is_dir():
+        raise DataError(f"--output {path}: {folder} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise DataError(f"--output {path}: cannot write in {folder} ({err.strerror or type(err).__name__})") from None
 
 
 @contextlib.contextmanager
@@ -112,12 +148,19 @@ def _atomic_output(path: str | None):
         sys.stdout.flush()
         return
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as err:
+        raise DataError(f"--output {path}: cannot write in {target.parent} "
+                        f"({err.strerror or type(err).__name__})") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             yield fh
         os.replace(tmp, target)
+    except OSError as err:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise DataError(f"--output {path}: cannot write it ({err.strerror or type(err).__name__})") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -126,23 +169,36 @@ def _atomic_output(path: str | None):
 
 def predict_file(model: str, input_path: str, output: str | None = None, text_column: str = "text",
                  batch_size: int = 64, fmt: str | None = None, max_length: int | None = None) -> int:
-    """Classify ``input_path`` and write JSONL; returns the number of texts."""
+    """Classify ``input_path`` and write JSONL; returns the number of rows written (blank lines included)."""
     from findistill.runtime import load_classifier
 
-    texts = read_texts(input_path, fmt, text_column)  # read first: a bad input never loads the model
+    # Read the input and check the output first: a bad input or output never loads the model.
+    texts = read_texts(input_path, fmt, text_column, keep_blank=True)
+    check_output(output)
     classifier = load_classifier(model, max_length=max_length)
-    probs = classifier.predict_proba(texts, batch_size=batch_size, progress=len(texts) > PROGRESS_MIN_TEXTS)
+    txt = detect_format(input_path, fmt) == "txt"
+    keep = [i for i, text in enumerate(texts) if text or not txt]  # blank txt lines were read as ""
+    probs = classifier.predict_proba([texts[i] for i in keep], batch_size=batch_size,
+                                     progress=len(keep) > PROGRESS_MIN_TEXTS)
+    rows: list[dict[str, Any]] = [{"text": "", "label": None, "probs": None, "error": "blank line"}
+                                  for _ in texts]
+    for i, pred in zip(keep, classifier.to_predictions(probs)):
+        rows[i] = {"text": texts[i], **pred}
     with _atomic_output(output) as fh:
-        for text, pred in zip(texts, classifier.to_predictions(probs)):
-            fh.write(json.dumps({"text": text, **pred}, ensure_ascii=False) + "\n")
-    return len(texts)
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return len(rows)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="findistill predict", description=__doc__.splitlines()[0])
     p.add_argument("model", help="a student folder or an exported variant folder (torch-int8, onnx, onnx-int8)")
-    p.add_argument("--input", required=True, help="a .txt, .csv or .jsonl file, or - for stdin")
-    p.add_argument("--output", default=None, help="JSONL output file (default: stdout)")
+    p.add_argument("--input", required=True,
+                   help="a .txt, .csv or .jsonl file, or - for stdin. A blank line of a .txt input gets the row "
+                        '{"text": "", "label": null, "probs": null, "error": "blank line"}, so output line k '
+                        "answers input line k")
+    p.add_argument("--output", default=None,
+                   help="JSONL output file (default: stdout); its folder must exist and be writable")
     p.add_argument("--text-column", default="text", help="column / key holding the text (csv, jsonl)")
     p.add_argument("--format", choices=FORMATS, default=None, help="input format (default: from the suffix)")
     p.add_argument("--batch-size", type=int, default=64)

@@ -108,3 +108,62 @@ def test_release_keeps_cached_entries_readable(tiny_llama_dir, tmp_path):
     np.testing.assert_array_equal(cached.class_logits(TEXTS, progress=False), first)
     with pytest.raises(ModelError, match="released"):
         cached.class_logits(TEXTS[:1], progress=False)
+
+
+class _PartlyNaNTeacher:
+    """A teacher whose logits are NaN / inf for the texts that contain "BAD" (as a broken fp16 model gives)."""
+
+    name = "nan-teacher"
+    num_parameters = 0
+
+    def __init__(self):
+        self.calls = 0
+
+    def class_logits(self, texts, progress=True):
+        self.calls += 1
+        out = np.zeros((len(texts), 3), dtype=np.float32)
+        for i, t in enumerate(texts):
+            if "BAD" in t:
+                out[i, i % 3] = np.nan if i % 2 else np.inf
+        return out
+
+    def fingerprint(self):
+        return {"kind": "nan-teacher"}
+
+    def release(self):
+        pass
+
+
+def test_nonfinite_teacher_logits_fail_at_labelling_naming_the_texts(tmp_path):
+    from findistill.errors import ModelError
+
+    texts = [f"fine tweet {i}" for i in range(6)] + [f"BAD tweet number {i}" for i in range(5)]
+    cached = CachedTeacher(_PartlyNaNTeacher(), tmp_path)
+    with pytest.raises(ModelError) as info:
+        cached.class_logits(texts, progress=False)
+    msg = str(info.value)
+    assert "\n" not in msg and "non-finite" in msg and "5 of 11 texts" in msg
+    assert "'BAD tweet number 0'" in msg and "'BAD tweet number 2'" in msg and "and 2 more" in msg
+    assert "fine tweet" not in msg
+    assert list(tmp_path.iterdir()) == []  # nothing cached, so a rerun asks the teacher again
+    np.testing.assert_array_equal(cached.class_logits(texts[:6], progress=False), np.zeros((6, 3)))
+
+
+def test_nan_weights_of_a_real_teacher_are_caught(tiny_llama_dir, tmp_path):
+    """A real prompted LM whose embeddings of one text's tokens are NaN: labelling stops, naming that text."""
+    import torch
+
+    from findistill.errors import ModelError
+    from findistill.teacher import PromptedLMTeacher
+
+    teacher = PromptedLMTeacher(TeacherConfig(model=str(tiny_llama_dir), batch_size=2), device="cpu")
+    bad_text, good = TEXTS[1], [TEXTS[0], TEXTS[2]]
+    poison = set(teacher.encode(bad_text)) - set().union(*(teacher.encode(t) for t in good))
+    assert poison
+    with torch.no_grad():
+        teacher.model.get_input_embeddings().weight[sorted(poison)] = float("nan")
+    cached = CachedTeacher(teacher, tmp_path)
+    with pytest.raises(ModelError, match=r"1 of 3 texts: #1 'Tesla cut to sell at Credit Suisse'"):
+        cached.class_logits(TEXTS, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    assert np.isfinite(cached.class_logits(good, progress=False)).all()

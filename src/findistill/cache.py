@@ -9,6 +9,9 @@ single forward pass. Per entry, in ``cache_dir``::
 
 ``key = <sha256(fingerprint JSON)[:24]>-<sha256(texts JSON)[:24]>``. Writes are atomic (temp file + ``os.replace``);
 an unreadable or mismatching entry is recomputed and overwritten.
+
+Fresh logits with a NaN or an infinity stop the labelling with a one-line :class:`~findistill.errors.ModelError`
+naming the first few texts (nothing is cached): a non-finite row would otherwise train as a silent CE-only row.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from findistill.config import LABELS
+from findistill.errors import ModelError
 from findistill.io_utils import atomic_write_json
 from findistill.teacher import Teacher
 
@@ -74,6 +78,26 @@ def load_cached(cache_dir: Path, key: str, n: int | None = None, texts_sha256: s
         log.warning("teacher cache entry %s does not match its texts; recomputing", path.name)
         return None
     return logits
+
+
+NONFINITE_SHOWN = 3  # texts named in the error
+_SNIPPET_CHARS = 60
+
+
+def check_finite(logits: np.ndarray, texts: Sequence[str], teacher: str) -> None:
+    """ModelError (one line) naming the first few texts whose teacher logits hold a NaN or an infinity."""
+    bad = np.flatnonzero(~np.isfinite(logits).all(axis=1))
+    if bad.size == 0:
+        return
+
+    def snippet(text: str) -> str:
+        text = " ".join(str(text).split())
+        return text if len(text) <= _SNIPPET_CHARS else text[: _SNIPPET_CHARS - 1] + "…"
+
+    shown = "; ".join(f"#{i} {snippet(texts[i])!r}" for i in bad[:NONFINITE_SHOWN])
+    more = f" and {bad.size - NONFINITE_SHOWN} more" if bad.size > NONFINITE_SHOWN else ""
+    raise ModelError(f"teacher {teacher} returned non-finite logits (NaN or inf) for {bad.size} of {len(texts)} "
+                     f"texts: {shown}{more}; nothing was cached (check the teacher's dtype, weights and max_length)")
 
 
 def save_cached(cache_dir: Path, key: str, logits: np.ndarray, metadata: dict) -> Path:
@@ -141,6 +165,7 @@ class CachedTeacher(Teacher):
         logits = np.asarray(self.teacher.class_logits(texts, progress=progress), dtype=np.float32)  # [N, 3]
         if logits.shape != (len(texts), len(LABELS)):
             raise ValueError(f"teacher {self.name} returned shape {logits.shape}, expected ({len(texts)}, 3)")
+        check_finite(logits, texts, self.name)
         metadata = {
             "key": key,
             "teacher": self.name,

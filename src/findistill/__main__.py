@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("findistill.export", "main", "int8 / ONNX export of a student with an accuracy/speed table"),
     "predict": ("findistill.predict", "main", "classify texts from a file or stdin into JSONL"),
     "serve": ("findistill.serve", "main", "HTTP server with micro-batching (FastAPI + uvicorn)"),
+    "analyze": ("findistill.analysis", "main", "slices, entity swap, probes, calibration, report.html, model cards"),
     "models": ("findistill.cli", "models_main", "list the offline models that ship inside PyPI packages"),
 }
 

@@ -12,6 +12,7 @@ resumes where the last one stopped. Run folder layout::
     <run>/student_ce/                 the CE-only student (plain Hugging Face folder)
     <run>/student/                    the distilled student, LoRA merged (plain Hugging Face folder)
     <run>/results.json, report.md     the results contract
+    <run>/analysis/, report.html      slices, entity swap, probes, calibration (findistill.analysis)
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from findistill.io_utils import atomic_write_json
 log = logging.getLogger("findistill.pipeline")
 
 STAGES = ("teacher_finetune", "teacher_eval", "label", "augment", "student_baseline", "student_ce",
-          "student_distilled", "report")
+          "student_distilled", "report", "analyze")
 
 
 def _say(message: str) -> None:
@@ -321,15 +322,21 @@ def run(config: RunConfig, out_dir: str | Path, data_dir: str | None = None,
     }
     augmentation = None
     for name in STAGES:
-        if name not in stages or name == "report":
+        if name not in stages or name in ("report", "analyze"):
             continue
         started = time.perf_counter()
         output = steps[name]()
         if name == "augment":
             augmentation = output
         log.info("[%s] done in %.1f s", name, time.perf_counter() - started)
+    results = None
     if "report" in stages:
         results = r.stage_report(augmentation)
         print(f"\nreport: {out / 'report.md'}")
-        return results
-    return None
+    if "analyze" in stages:
+        from findistill.analysis import analyze_run
+
+        started = time.perf_counter()
+        analyze_run(config, out, data_dir)  # analysis/, report.html, the students' calibration.json, model cards
+        log.info("[analyze] done in %.1f s", time.perf_counter() - started)
+    return results

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import sys
@@ -16,11 +17,14 @@ from findistill.config import LABEL2ID, TFNS_HUB_ID, DataConfig
 from findistill.data import (
     DatasetSplits,
     TextSplit,
+    build_transfer,
     load_splits,
     load_table,
     load_unlabelled,
     majority_class,
     normalize_text,
+    overlap_key,
+    stratified_folds,
     stratified_subsample,
 )
 from findistill.errors import DataError
@@ -257,18 +261,16 @@ def test_duplicates_across_splits_are_reported_not_dropped(tmp_path, caplog):
     planted = "Almost 40% of oil producers face insolvency"
     with open(folder / "sent_valid.csv", "a", encoding="utf-8", newline="") as fh:
         fh.write(f"{planted.replace(' of ', ' of' + chr(0xA0))},0\r\n")
-    transfer = tmp_path / "t.txt"
-    transfer.write_text(f"{planted}  \nsomething new\n", encoding="utf-8")
     with open(folder / "sent_train.csv", "a", encoding="utf-8", newline="") as fh:
         fh.write(f"{planted},0\r\n")
     with caplog.at_level(logging.WARNING, logger="findistill.data"):
-        splits = load_splits(DataConfig(source=str(folder), transfer_files=[str(transfer)]))
+        splits = load_splits(DataConfig(source=str(folder)))
     assert len(splits.train) + len(splits.dev) == 41 and len(splits.eval) == 9  # nothing dropped
     counts = splits.duplicates["counts"]
     in_train = any(normalize_text(t) == planted for t in splits.train.texts)
     side = "train" if in_train else "dev"
-    assert counts[f"{side}/eval"] >= 1 and counts["eval/transfer"] == 1 and counts[f"{side}/transfer"] == 1
-    assert any("\xa0" in t for t in splits.duplicates["examples"]["eval/transfer"])
+    assert counts[f"{side}/eval"] == 1
+    assert splits.duplicates["examples"][f"{side}/eval"] == [planted]  # the eval copy differs by a U+00A0
     assert "duplicate texts across splits" in caplog.text
     json.dumps(splits.info())
 
@@ -321,3 +323,63 @@ def test_source_path_that_is_not_a_folder_is_error(tmp_path):
     with pytest.raises(DataError, match="is not a folder") as err:
         load_splits(DataConfig(source=str(tmp_path / "missing")))
     _one_line(err)
+
+
+# --------------------------------------------------------------------------------------------- transfer set
+
+
+def test_transfer_texts_overlapping_dev_or_eval_are_dropped_and_counted(tmp_path):
+    folder = write_tfns_folder(tmp_path / "data" / "tfns", n_train=40, n_valid=8)
+    splits = load_splits(DataConfig(source=str(folder)))
+    dev_text, eval_text, train_text = splits.dev.texts[0], splits.eval.texts[0], splits.train.texts[0]
+    rows = [
+        f"{dev_text.upper()}  https://t.co/abc",            # dev text, other case, extra spaces and a URL
+        f"  {eval_text}\thttp://t.co/xyz ",                 # evaluation text with a URL
+        train_text,                                          # a gold training text
+        "Fed  holds rates   https://t.co/1",                 # kept, whitespace collapsed
+        "fed holds rates https://t.co/2",                    # the same tweet re-posted with a new link
+        "https://t.co/only-a-link",                          # nothing left once the URL goes
+        "Oil rallies as supply tightens",
+    ]
+    (tmp_path / "data" / "topic").mkdir()
+    with open(tmp_path / "data" / "topic" / "t.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])  # a topic id, never read as a sentiment
+        writer.writerows([(r, 7) for r in rows])
+    # a relative path is read beside the data folder when it is not under the working directory
+    splits = load_splits(DataConfig(source=str(folder), transfer_files=["topic/t.csv"]), data_dir=str(folder))
+    assert splits.transfer.texts == ["Fed holds rates https://t.co/1", "Oil rallies as supply tightens"]
+    assert splits.transfer.labels == [-1, -1]
+    report = splits.transfer_report
+    assert report == {"read": 7, "empty": 1, "duplicate": 1, "overlap_train": 1, "overlap_dev": 1,
+                      "overlap_eval": 1, "capped": 0, "kept": 2}
+    info = splits.info()
+    assert info["n_transfer"] == 2 and info["transfer"]["overlap_eval"] == 1
+    json.dumps(info)
+
+
+def test_transfer_cap_is_a_seeded_subset_in_file_order():
+    parts = [TextSplit("t", [f"headline number {i}" for i in range(50)], [-1] * 50)]
+    a, rep = build_transfer(parts, {}, cap=10, seed=3)
+    b, _ = build_transfer(parts, {}, cap=10, seed=3)
+    c, _ = build_transfer(parts, {}, cap=10, seed=4)
+    assert a.texts == b.texts and a.texts != c.texts and len(a) == 10
+    assert a.texts == sorted(a.texts, key=lambda t: int(t.rsplit(" ", 1)[1]))
+    assert rep["capped"] == 40 and rep["kept"] == 10
+
+
+def test_overlap_key_normalises_case_whitespace_and_urls():
+    assert overlap_key("$TSLA  Soars\u00a0https://t.co/x") == overlap_key("$tsla soars www.example.com/a") == "$tsla soars"
+
+
+def test_stratified_folds_cover_every_row_once_and_keep_proportions():
+    labels = [NEU] * 30 + [NEG] * 12 + [POS] * 9
+    folds = stratified_folds(labels, 3, seed=0)
+    flat = sorted(i for fold in folds for i in fold)
+    assert flat == list(range(len(labels)))
+    for fold in folds:
+        counts = Counter(labels[i] for i in fold)
+        assert counts[NEU] == 10 and counts[NEG] == 4 and counts[POS] == 3
+    assert folds == stratified_folds(labels, 3, seed=0) and folds != stratified_folds(labels, 3, seed=1)
+    with pytest.raises(DataError, match="positive"):
+        stratified_folds([NEU] * 10 + [POS], 2, seed=0)

@@ -87,15 +87,18 @@ class DataConfig:
     max_dev_examples: int | None = _help("Stratified subsample of the dev split.", None)
     max_eval_examples: int | None = _help("Stratified subsample of the evaluation split (None = all rows).", None)
     transfer_files: list[str] = _help(
-        "Unlabelled texts (one per line .txt, CSV or JSONL with the text column) labelled by the teacher only; "
-        "they get the KD loss only.",
+        "Unlabelled texts (one per line .txt, CSV or JSONL with the text column; any label column is ignored) "
+        "labelled by the teacher only; they get the KD loss only. Whitespace-normalised and de-duplicated; texts "
+        "that also occur in the dev or evaluation split (case, whitespace and URLs normalised) are dropped and "
+        "counted. A relative path is read from the working directory, else from the parent of the TFNS data folder.",
         factory=list,
     )
+    max_transfer_examples: int | None = _help("Seeded random subset of the transfer texts (after filtering).", None)
     seed: int = _help("Seed of the dev split and of subsampling.", 42)
 
     def __post_init__(self):
         _check(0.0 < self.dev_fraction < 0.5, "dev_fraction", f"must be in (0, 0.5), got {self.dev_fraction}")
-        for name in ("max_train_examples", "max_dev_examples", "max_eval_examples"):
+        for name in ("max_train_examples", "max_dev_examples", "max_eval_examples", "max_transfer_examples"):
             value = getattr(self, name)
             _check(value is None or value >= 3, name, f"must be >= 3 or null, got {value}")
         for value, target in self.label_map.items():
@@ -133,13 +136,44 @@ class TeacherFinetuneConfig:
     learning_rate: float = _help("Peak learning rate.", 2e-4)
     batch_size: int = _help("Per-device batch size.", 8)
     max_train_examples: int | None = _help("Stratified subsample of train used for the fine-tune.", None)
+    cross_fit_folds: int = _help(
+        "0 = off. K >= 2: K more teachers, each fine-tuned on K-1 folds of the training split, label the fold they "
+        "did not see (out-of-fold soft labels for the student's training rows); the teacher fine-tuned on all "
+        "training texts labels the transfer, dev and evaluation texts.", 0)
 
     def __post_init__(self):
         _check(self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
+        _check(self.cross_fit_folds == 0 or self.cross_fit_folds >= 2, "cross_fit_folds",
+               f"must be 0 (off) or >= 2, got {self.cross_fit_folds}")
         _check(0 < self.learning_rate < 1, "learning_rate", f"must be in (0, 1), got {self.learning_rate}")
         _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.parameters == "lora" or self.method == "head", "parameters",
                "full fine-tuning needs method: head (the verbalizer method trains LoRA adapters only)")
+
+
+@dataclass
+class VLLMSettings:
+    """Engine settings of ``teacher.backend: vllm`` (passed to ``vllm.LLM``)."""
+
+    tensor_parallel_size: int = _help("GPUs one model copy is split over (tensor parallelism).", 1)
+    data_parallel_size: int = _help("Model copies serving requests side by side (data parallelism).", 1)
+    gpu_memory_utilization: float | None = _help(
+        "Share of GPU memory vLLM reserves (weights + KV cache); on a CPU build, the share of RAM. "
+        "null = 0.9 with a CUDA GPU, 0.3 without one.", None)
+    max_model_len: int | None = _help("Longest sequence (prompt + generated tokens); null = the model's own.", None)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _help(
+        "Weights dtype in vLLM; auto = teacher.dtype's rule (bfloat16 on CUDA with bf16 support, else float32).",
+        "auto")
+    enable_prefix_caching: bool = _help(
+        "Reuse the KV cache of a shared prompt prefix (instruction, few-shot examples, chat header).", True)
+
+    def __post_init__(self):
+        _check(self.tensor_parallel_size >= 1, "tensor_parallel_size", f"must be >= 1, got {self.tensor_parallel_size}")
+        _check(self.data_parallel_size >= 1, "data_parallel_size", f"must be >= 1, got {self.data_parallel_size}")
+        gmu = self.gpu_memory_utilization
+        _check(gmu is None or 0 < gmu <= 1, "gpu_memory_utilization", f"must be in (0, 1] or null, got {gmu}")
+        _check(self.max_model_len is None or self.max_model_len >= 16, "max_model_len",
+               f"must be >= 16 or null, got {self.max_model_len}")
 
 
 @dataclass
@@ -175,6 +209,10 @@ class TeacherConfig:
         "Weights dtype; auto = bfloat16 on CUDA with bf16 support, else float32.", "auto"
     )
     finetune: TeacherFinetuneConfig = _help("Optional fine-tune of the teacher on gold labels.", factory=TeacherFinetuneConfig)
+    backend: Literal["hf", "vllm"] = _help(
+        "Engine of a prompted_lm teacher (and of augment's paraphrasing): hf = transformers forward passes (the "
+        "reference); vllm = a vLLM engine (label-word log-probabilities in one step; needs the vllm package).", "hf")
+    vllm: VLLMSettings = _help("vLLM engine settings (backend: vllm).", factory=VLLMSettings)
 
     def __post_init__(self):
         _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
@@ -187,6 +225,10 @@ class TeacherConfig:
                 _check(len(words) > 0, f"verbalizer.{name}", "needs at least one label word")
         if self.kind == "ensemble":
             _check(len(self.members) >= 1, "members", "an ensemble needs at least one member")
+        if self.backend == "vllm":
+            _check(self.kind == "prompted_lm", "backend", f"vllm runs prompted_lm teachers only, not {self.kind}")
+            _check(not (self.finetune.enabled and self.finetune.method == "head"), "backend",
+                   "vllm cannot run finetune.method head (it saves a classifier); use method: verbalizer or backend: hf")
         for value, target in self.label_map.items():
             _check(target in LABEL2ID, f"label_map.{value}", f"must be one of {', '.join(LABELS)}, got {target!r}")
 
@@ -203,9 +245,13 @@ class StudentConfig:
     method: Literal["lora", "full"] = _help("lora: peft adapters (+ the head); full: all weights train.", "lora")
     lora: LoraSettings = _help("LoRA settings (method: lora).", factory=LoraSettings)
     max_length: int = _help("Maximum input length in tokens.", 64)
+    num_layers: int | None = _help(
+        "Keep only the first N transformer layers of the pretrained model (initialised from its weights; the saved "
+        "config says num_hidden_layers: N). null = all layers.", None)
 
     def __post_init__(self):
         _check(self.max_length >= 8, "max_length", f"must be >= 8, got {self.max_length}")
+        _check(self.num_layers is None or self.num_layers >= 1, "num_layers", f"must be >= 1 or null, got {self.num_layers}")
 
     @property
     def display_name(self) -> str:
@@ -229,7 +275,13 @@ class TrainConfig:
     max_steps: int = _help("Stop after this many optimizer steps (-1: run all epochs).", -1)
     logging_steps: int = _help("Log the loss parts every N steps.", 20)
     eval_batch_size: int = _help("Batch size for evaluation passes.", 64)
-    seed: int = _help("Training seed.", 42)
+    selection: Literal["none", "epoch", "steps"] = _help(
+        "Checkpoint selection on the dev split (the same rule for the CE-only and the distilled student): score dev "
+        "accuracy / macro-F1 after every epoch (epoch) or every `selection_steps` steps (steps) and keep the "
+        "checkpoint with the best `selection_metric`; none keeps the last step.", "epoch")
+    selection_steps: int = _help("Steps between dev evaluations when selection is steps.", 200)
+    selection_metric: Literal["accuracy", "macro_f1"] = _help("Dev metric that picks the checkpoint.", "macro_f1")
+    seed: int = _help("Training seed (the student's new head, data order, dropout).", 42)
 
     def __post_init__(self):
         _check(self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
@@ -243,6 +295,7 @@ class TrainConfig:
         _check(self.max_steps == -1 or self.max_steps >= 1, "max_steps", f"must be -1 or >= 1, got {self.max_steps}")
         _check(self.logging_steps >= 1, "logging_steps", f"must be >= 1, got {self.logging_steps}")
         _check(self.eval_batch_size >= 1, "eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
+        _check(self.selection_steps >= 1, "selection_steps", f"must be >= 1, got {self.selection_steps}")
 
 
 @dataclass

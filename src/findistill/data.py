@@ -70,6 +70,7 @@ class DatasetSplits:
     eval: TextSplit
     transfer: TextSplit | None = None
     duplicates: dict = field(default_factory=dict)
+    transfer_report: dict = field(default_factory=dict)  # counts of build_transfer
 
     def info(self) -> dict[str, Any]:
         """A JSON-able summary for results.json; ``n``/``label_counts`` describe the evaluation split."""
@@ -86,6 +87,7 @@ class DatasetSplits:
         }
         if self.transfer is not None:
             out["n_transfer"] = len(self.transfer)
+            out["transfer"] = dict(self.transfer_report)
         return out
 
 
@@ -266,6 +268,26 @@ def stratified_subsample(split: TextSplit, n: int | None, seed: int) -> TextSpli
     return split.subset(stratified_indices(split.labels, n, seed))
 
 
+def stratified_folds(labels: Sequence[int], k: int, seed: int) -> list[list[int]]:
+    """``k`` disjoint, stratified, seeded folds covering every index once (sorted within a fold)."""
+    if k < 2:
+        raise DataError(f"cross-fitting needs at least 2 folds, got {k}")
+    counts = Counter(int(label) for label in labels)
+    if any(n < k for n in counts.values()):
+        small = ", ".join(f"{LABELS[c] if 0 <= c < len(LABELS) else c} ({n})" for c, n in sorted(counts.items())
+                          if n < k)
+        raise DataError(f"cross_fit_folds={k}: every class needs at least {k} training texts; too few: {small}")
+    rng = np.random.default_rng(seed)
+    folds: list[list[int]] = [[] for _ in range(k)]
+    offset = 0
+    for c in sorted(counts):
+        members = rng.permutation([i for i, label in enumerate(labels) if int(label) == c])
+        for j, i in enumerate(members):  # round-robin, continuing where the previous class stopped: sizes differ by <= 1
+            folds[(offset + j) % k].append(int(i))
+        offset += len(members)
+    return [sorted(fold) for fold in folds]
+
+
 def split_dev(train: TextSplit, fraction: float, seed: int) -> tuple[TextSplit, TextSplit]:
     """Carve a seeded, stratified dev split of ``fraction`` from ``train``; both keep the file order."""
     n_dev = max(1, round(fraction * len(train)))
@@ -285,6 +307,62 @@ def split_dev(train: TextSplit, fraction: float, seed: int) -> tuple[TextSplit, 
 def normalize_text(text: str) -> str:
     """NFKC, whitespace runs (incl. U+00A0) collapsed to one space, stripped: the key of duplicate detection."""
     return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip()
+
+
+_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+
+
+def overlap_key(text: str) -> str:
+    """The key that decides whether two texts are "the same tweet": :func:`normalize_text` with URLs removed and
+    case folded (feeds re-post one headline with a new short link)."""
+    return normalize_text(_URL.sub(" ", unicodedata.normalize("NFKC", text))).casefold()
+
+
+def build_transfer(parts: Sequence[TextSplit], splits: dict[str, TextSplit], cap: int | None,
+                   seed: int) -> tuple[TextSplit, dict[str, int]]:
+    """The transfer set: unlabelled texts, whitespace-normalised, de-duplicated, without any text of ``splits``.
+
+    Keys are :func:`overlap_key`. A text whose key is empty (a bare URL) is dropped; a repeat of an earlier
+    transfer text is dropped; a text whose key occurs in one of ``splits`` (train, dev, eval) is dropped and counted
+    under ``overlap_<split>`` (the first split that has it, in the given order). ``cap`` keeps a seeded random
+    subset of what is left, in file order. Returns the split and the counts (``read``, ``empty``, ``duplicate``,
+    ``overlap_*``, ``capped``, ``kept``).
+    """
+    owners: dict[str, str] = {}
+    for name, split in splits.items():
+        for text in split.texts:
+            owners.setdefault(overlap_key(text), name)
+    report = {"read": 0, "empty": 0, "duplicate": 0, **{f"overlap_{name}": 0 for name in splits}, "capped": 0}
+    seen: set[str] = set()
+    kept: list[str] = []
+    for part in parts:
+        for text in part.texts:
+            report["read"] += 1
+            key = overlap_key(text)
+            if not key:
+                report["empty"] += 1
+            elif key in owners:
+                report[f"overlap_{owners[key]}"] += 1
+            elif key in seen:
+                report["duplicate"] += 1
+            else:
+                seen.add(key)
+                kept.append(normalize_text(text))
+    if cap is not None and cap < len(kept):
+        chosen = sorted(np.random.default_rng(seed).permutation(len(kept))[:cap].tolist())
+        report["capped"] = len(kept) - cap
+        kept = [kept[i] for i in chosen]
+    report["kept"] = len(kept)
+    return TextSplit("transfer", kept, [-1] * len(kept)), report
+
+
+def _transfer_path(ref: str, data_folder: str | None) -> Path:
+    """A transfer file: as given (absolute or from the working directory), else beside the data folder."""
+    path = Path(ref).expanduser()
+    if path.is_absolute() or path.exists() or not data_folder:
+        return path
+    beside = Path(data_folder).expanduser().parent / path
+    return beside if beside.exists() else path
 
 
 def find_duplicates(splits: dict[str, TextSplit]) -> dict[str, Any]:
@@ -380,10 +458,14 @@ def load_splits(cfg: DataConfig, data_dir: str | None = None) -> DatasetSplits:
     train = stratified_subsample(train, cfg.max_train_examples, cfg.seed)
     dev = stratified_subsample(dev, cfg.max_dev_examples, cfg.seed)
     evals = stratified_subsample(evals, cfg.max_eval_examples, cfg.seed)
-    transfer = None
+    transfer, transfer_report = None, {}
     if cfg.transfer_files:
-        parts = [load_unlabelled(p, cfg.text_column) for p in cfg.transfer_files]
-        transfer = TextSplit("transfer", [t for p in parts for t in p.texts], [-1] * sum(map(len, parts)))
+        folder = data_dir or os.environ.get(DATA_DIR_ENV) or (cfg.source if Path(cfg.source).is_dir() else None)
+        parts = [load_unlabelled(_transfer_path(p, folder), cfg.text_column) for p in cfg.transfer_files]
+        transfer, transfer_report = build_transfer(parts, {"train": train, "dev": dev, "eval": evals},
+                                                   cfg.max_transfer_examples, cfg.seed)
+        logger.info("transfer texts: %d kept of %d read (%s)", transfer_report["kept"], transfer_report["read"],
+                    ", ".join(f"{k} {v}" for k, v in transfer_report.items() if k not in ("read", "kept") and v))
     roles = {"train": train, "dev": dev, "eval": evals, "transfer": transfer}
     duplicates = find_duplicates({role: split for role, split in roles.items() if split is not None})
     if duplicates["total"]:
@@ -392,4 +474,4 @@ def load_splits(cfg: DataConfig, data_dir: str | None = None) -> DatasetSplits:
                        "%s; e.g. %r", found, next(iter(duplicates["examples"].values()))[0])
     if any(duplicates["within"].values()):
         logger.info("repeated texts within splits (kept): %s", duplicates["within"])
-    return DatasetSplits(name, train, dev, evals, transfer, duplicates)
+    return DatasetSplits(name, train, dev, evals, transfer, duplicates, transfer_report)

@@ -6,11 +6,14 @@ resumes where the last one stopped. Run folder layout::
     <run>/config.yaml                 the resolved config
     <run>/data.json                   dataset info: sizes, label counts, cross-split duplicates
     <run>/teacher/                    the fine-tuned teacher (merged), when teacher.finetune.enabled
+    <run>/teacher_folds/fold_<k>/     cross-fitted teachers (teacher.finetune.cross_fit_folds), each blind to fold k
+    <run>/teacher_logits/             the teacher's logits per split (out-of-fold for train when cross-fitted)
     <run>/cache/                      teacher class logits, keyed by texts + teacher fingerprint
     <run>/augment/                    paraphrase candidates (resumable JSONL) and the filter's counts
     <run>/predictions/<role>.npz      [N, 3] logits of each model on the evaluation split + its metadata
     <run>/student_ce/                 the CE-only student (plain Hugging Face folder)
     <run>/student/                    the distilled student, LoRA merged (plain Hugging Face folder)
+    <run>/student*/training_log.json  the Trainer's log: loss, kd_loss, ce_loss per logging step, dev scores
     <run>/results.json, report.md     the results contract
     <run>/analysis/, report.html      slices, entity swap, probes, calibration (findistill.analysis)
 """
@@ -74,6 +77,7 @@ class Run:
         self.data_dir = data_dir
         self._splits: DatasetSplits | None = None
         self._teacher = None
+        self.teacher_seconds: dict[str, float] = {}  # split -> seconds of teacher inference (model load excluded)
 
     # ------------------------------------------------------------------ shared pieces
     @property
@@ -87,10 +91,10 @@ class Run:
     def prediction_path(self, role: str) -> Path:
         return self.out / "predictions" / f"{role}.npz"
 
-    def teacher_config(self):
-        """The teacher as configured, or pointing at the fine-tuned teacher folder once it exists."""
+    def teacher_config(self, tuned: Path | None = None):
+        """The teacher as configured, or pointing at a fine-tuned teacher folder (default ``<run>/teacher``)."""
         cfg = self.config.teacher
-        tuned = self.out / "teacher"
+        tuned = tuned or self.out / "teacher"
         if cfg.finetune.enabled:
             # method "head" saves a sequence classifier (canonical id2label); "verbalizer" a causal LM.
             kind = "classifier" if cfg.finetune.method == "head" else cfg.kind
@@ -112,61 +116,118 @@ class Run:
             self._teacher = CachedTeacher(teacher, self.out / "cache")
         return self._teacher
 
-    def release_teacher(self) -> None:
-        self._teacher = None
-        gc.collect()
-
-    def teacher_logits(self, split: TextSplit) -> np.ndarray:
-        """The teacher's ``[N, 3]`` logits for a split, kept in ``<run>/teacher_logits/<split>.npz``.
+    def teacher_logits(self, split: TextSplit, teacher=None, key_extra: dict | None = None) -> np.ndarray:
+        """The teacher's ``[N, 3]`` logits for a split, kept in ``<run>/teacher_logits/``.
 
         Once a split is labelled, a resumed run reads this file and never loads the teacher (a 7B teacher
-        takes minutes to load even when every logit is cached).
+        takes minutes to load even when every logit is cached). ``teacher`` (default: the run's teacher) and
+        ``key_extra`` serve the cross-fitted fold teachers.
         """
         from findistill.cache import cache_key, load_cached, save_cached, texts_hash
 
         folder, digest = self.out / "teacher_logits", texts_hash(split.texts)
-        key = cache_key({"run_split": split.name}, split.texts)
+        key = cache_key({"run_split": split.name, **(key_extra or {})}, split.texts)
         logits = load_cached(folder, key, n=len(split), texts_sha256=digest)
         if logits is None:
-            logits = self.teacher.class_logits(split.texts)
+            teacher = teacher or self.teacher  # loaded before the clock starts
+            start = time.perf_counter()
+            logits = teacher.class_logits(split.texts)
+            self.teacher_seconds[split.name] = time.perf_counter() - start
             save_cached(folder, key, logits, {"split": split.name, "n": len(split), "texts_sha256": digest,
-                                              "teacher": self.teacher.name})
+                                              "teacher": teacher.name, **(key_extra or {})})
         return logits
+
+    # ------------------------------------------------------------------ cross-fitting
+    def fold_dir(self, k: int) -> Path:
+        return self.out / "teacher_folds" / f"fold_{k}"
+
+    def folds(self) -> list[list[int]]:
+        """Training-row indices of each cross-fitting fold (stratified, seeded by ``data.seed``)."""
+        from findistill.data import stratified_folds
+
+        return stratified_folds(self.splits.train.labels, self.config.teacher.finetune.cross_fit_folds,
+                                self.config.data.seed)
+
+    def train_teacher_logits(self) -> np.ndarray:
+        """Soft labels of the training rows: out-of-fold when cross-fitting is on, else the teacher's own.
+
+        Out-of-fold: row i gets the logits of the fold teacher that did not see row i in its fine-tune.
+        """
+        train, k_folds = self.splits.train, self.config.teacher.finetune.cross_fit_folds
+        if not (self.config.teacher.finetune.enabled and k_folds):
+            return self.teacher_logits(train)
+        from findistill.cache import CachedTeacher
+        from findistill.teacher import build_teacher
+
+        out = np.full((len(train), 3), np.nan, dtype=np.float32)
+        for k, rows in enumerate(self.folds()):
+            held_out = train.subset(rows)
+            held_out.name = f"train_fold_{k}"
+            key = {"cross_fit_folds": k_folds, "fold": k}
+            teacher = None
+            if not self._fold_logits_cached(held_out, key):
+                _say(f"[label] fold teacher {k} labels its {len(rows)} held-out training texts")
+                seen = train.subset(sorted(set(range(len(train))) - set(rows)))  # its few-shot pool, if any
+                teacher = CachedTeacher(build_teacher(self.teacher_config(self.fold_dir(k)), seen.texts, seen.labels,
+                                                      seed=self.config.data.seed), self.out / "cache")
+            out[rows] = self.teacher_logits(held_out, teacher=teacher, key_extra=key)
+            if teacher is not None:
+                teacher.release()
+        return out
+
+    def _fold_logits_cached(self, split: TextSplit, key_extra: dict) -> bool:
+        from findistill.cache import cache_key, load_cached, texts_hash
+
+        key = cache_key({"run_split": split.name, **key_extra}, split.texts)
+        return load_cached(self.out / "teacher_logits", key, n=len(split), texts_sha256=texts_hash(split.texts)) \
+            is not None
 
     # ------------------------------------------------------------------ stages
     def stage_teacher_finetune(self) -> None:
-        if not self.config.teacher.finetune.enabled:
-            return
-        target = self.out / "teacher"
-        if (target / "config.json").is_file():
-            _say(f"[teacher_finetune] reusing {target}")
+        ft = self.config.teacher.finetune
+        if not ft.enabled:
             return
         from findistill.teacher_finetune import finetune_teacher
 
-        _say(f"[teacher_finetune] fine-tuning the teacher on gold labels ({self.config.teacher.finetune.parameters}; "
-             "dev split for selection)")
-        finetune_teacher(self.config.teacher, self.splits.train, self.splits.dev, target, seed=self.config.data.seed)
+        target = self.out / "teacher"
+        if (target / "config.json").is_file():
+            _say(f"[teacher_finetune] reusing {target}")
+        else:
+            _say(f"[teacher_finetune] fine-tuning the teacher on gold labels ({ft.parameters}; dev split for "
+                 "selection)")
+            finetune_teacher(self.config.teacher, self.splits.train, self.splits.dev, target,
+                             seed=self.config.data.seed)
+        if not ft.cross_fit_folds:
+            return
+        train = self.splits.train
+        for k, rows in enumerate(self.folds()):
+            if (self.fold_dir(k) / "config.json").is_file():
+                continue
+            held_out = set(rows)
+            _say(f"[teacher_finetune] cross-fitting: fold teacher {k + 1}/{ft.cross_fit_folds}, blind to "
+                 f"{len(rows)} training texts")
+            finetune_teacher(self.config.teacher, train.subset([i for i in range(len(train)) if i not in held_out]),
+                             self.splits.dev, self.fold_dir(k), seed=self.config.data.seed)
 
     def stage_teacher_eval(self) -> None:
         if not self.config.evaluate_teacher or self.prediction_path("teacher").is_file():
             return
         ev = self.splits.eval
         _say(f"[teacher_eval] teacher on {ev.name} ({len(ev)} texts)")
-        start = time.perf_counter()
         logits = self.teacher_logits(ev)
-        seconds = time.perf_counter() - start
         teacher = self.teacher
+        seconds = self.teacher_seconds.get(ev.name)
         Prediction(teacher.name, "teacher", logits, {
             "params": teacher.num_parameters, "trainable_params": 0,
-            # A cache hit measures nothing about the model's speed.
-            "examples_per_s": round(len(ev) / seconds, 2) if teacher.misses else None,
+            # Inference only (model load excluded); a cache hit measures nothing about the model's speed.
+            "examples_per_s": round(len(ev) / seconds, 2) if seconds and teacher.misses else None,
         }).save(self.prediction_path("teacher"))
 
     def stage_label(self) -> None:
         """Teacher logits for every training text (and transfer texts), written once to the cache."""
         splits = self.splits
         _say(f"[label] teacher logits for {len(splits.train)} training texts")
-        self.teacher_logits(splits.train)
+        self.train_teacher_logits()
         if splits.transfer is not None and len(splits.transfer):
             _say(f"[label] teacher logits for {len(splits.transfer)} transfer texts")
             self.teacher_logits(splits.transfer)
@@ -194,7 +255,7 @@ class Run:
         """Gold training texts (+ kept paraphrases, + transfer texts for KD), with teacher logits when needed."""
         splits = self.splits
         texts, labels = list(splits.train.texts), list(splits.train.labels)
-        logits = [self.teacher_logits(splits.train)] if with_teacher else []
+        logits = [self.train_teacher_logits()] if with_teacher else []
         aug = getattr(self, "augmented", None)
         if aug is not None and len(aug.texts):
             texts += aug.texts
@@ -246,14 +307,17 @@ class Run:
             self.release_teacher_model()
         kind = "KD + CE" if with_teacher else "CE only"
         _say(f"[{role}] training {self.config.student.display_name}, {kind}, on {len(texts)} texts")
+        dev = self.splits.dev
         result = train_student(self.config.student, self.config.train, texts, labels, logits,
-                               self.out / f".train_{role}")
+                               self.out / f".train_{role}", dev=(dev.texts, dev.labels))
         save_student(result.model, result.tokenizer, self.out / folder)
         save_config(self.config, self.out / folder / "findistill_config.yaml")
+        atomic_write_json(self.out / folder / "training_log.json", result.log_history)
         self._evaluate_model(result.model, result.tokenizer, role,
                              f"{self.config.student.display_name} ({kind})",
                              {"train_wall_time_s": round(result.wall_time_s, 1), "train_examples": len(texts),
-                              "train_steps": result.steps})
+                              "train_steps": result.steps, "selected_step": result.selected_step,
+                              "selected_dev_metric": result.selected_dev_metric})
 
     def release_teacher_model(self) -> None:
         """Free the teacher's weights before training: its logits are all in the cache by now."""
@@ -292,6 +356,10 @@ class Run:
         if augmentation is None and (self.out / "augment" / "summary.json").is_file():
             augmentation = json.loads((self.out / "augment" / "summary.json").read_text())
         extra = {"config": dataclasses.asdict(self.config), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        fold_summaries = sorted((self.out / "teacher_folds").glob("fold_*/finetune_summary.json"))
+        if fold_summaries:  # each cross-fitted teacher's dev score (selection split; evaluation unused)
+            extra["teacher_folds"] = [{"fold": p.parent.name, **{k: json.loads(p.read_text())[k] for k in (
+                "train_examples", "best_epoch", "best")}} for p in fold_summaries]
         if augmentation is not None:
             extra["augmentation"] = augmentation
         results = build_results(splits.info(), rows, comparisons, **extra)

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
@@ -27,8 +33,10 @@ from transformers.models.auto.modeling_auto import (
 from findistill.config import LABEL2ID, LABELS, StudentConfig
 from findistill.errors import ModelError
 from findistill.io_utils import atomic_directory
+from findistill.model_refs import resolve_model
 
-__all__ = ["build_student", "save_student", "count_parameters", "default_target_modules", "is_decoder_only"]
+__all__ = ["build_student", "save_student", "count_parameters", "default_target_modules", "is_decoder_only",
+           "truncated_layers"]
 
 # Attention + MLP projections per architecture (config.model_type); anything else falls back to "all-linear".
 _BERT_LIKE = ["query", "key", "value", "dense"]
@@ -49,15 +57,6 @@ _TARGET_MODULES: dict[str, list[str]] = {
     "gemma": _LLAMA_LIKE,
     "gemma2": _LLAMA_LIKE,
 }
-
-
-def _resolve_model(ref: str, revision: str | None = None) -> str:
-    """``model_refs.resolve_model`` when that module exists; otherwise the reference unchanged."""
-    try:
-        from findistill.model_refs import resolve_model
-    except ImportError:
-        return ref
-    return resolve_model(ref, revision) if revision is not None else resolve_model(ref)
 
 
 def is_decoder_only(model: PreTrainedModel) -> bool:
@@ -93,6 +92,26 @@ def _set_canonical_config(config: Any, tokenizer: PreTrainedTokenizerBase) -> No
     config.pad_token_id = tokenizer.pad_token_id
 
 
+def truncated_layers(config: Any, num_layers: int) -> dict[str, Any]:
+    """Config overrides that keep the first ``num_layers`` transformer layers of a pretrained model.
+
+    ``from_pretrained(path, num_hidden_layers=N)`` builds an N-layer model and loads layers 0..N-1 (plus the
+    embeddings) from the checkpoint; the deeper layers' weights are left unused. The *first* layers are kept, not
+    evenly spaced ones, because each kept layer then receives exactly the input it was trained on (layer k reads
+    layer k-1's output); with spaced layers every layer after the first would read a representation it never saw.
+    Configs that list per-layer types (``layer_types``) are cut to the same length.
+    """
+    total = getattr(config, "num_hidden_layers", None)
+    if not isinstance(total, int):
+        raise ModelError(f"student.num_layers: {type(config).__name__} has no num_hidden_layers to cut")
+    if not 1 <= num_layers <= total:
+        raise ModelError(f"student.num_layers: must be in 1..{total} for this model, got {num_layers}")
+    overrides: dict[str, Any] = {"num_hidden_layers": num_layers}
+    if isinstance(getattr(config, "layer_types", None), list):
+        overrides["layer_types"] = config.layer_types[:num_layers]
+    return overrides
+
+
 def build_student(cfg: StudentConfig, num_labels: int = 3) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the student model (a peft ``PeftModel`` for ``method: lora``) and its tokenizer, ready to train.
 
@@ -101,10 +120,12 @@ def build_student(cfg: StudentConfig, num_labels: int = 3) -> tuple[PreTrainedMo
     """
     if num_labels != len(LABELS):
         raise ValueError(f"the student predicts the canonical {len(LABELS)} classes, got num_labels={num_labels}")
-    path = _resolve_model(cfg.model, cfg.revision)
+    path = resolve_model(cfg.model, cfg.revision)
     kwargs: dict[str, Any] = {"revision": cfg.revision} if cfg.revision else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+        if cfg.num_layers is not None:
+            kwargs.update(truncated_layers(AutoConfig.from_pretrained(path, **kwargs), cfg.num_layers))
         model = AutoModelForSequenceClassification.from_pretrained(
             path,
             num_labels=num_labels,

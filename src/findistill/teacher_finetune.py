@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
 
+from findistill.cache import texts_hash
 from findistill.config import StudentConfig, TeacherConfig, TrainConfig, save_config
 from findistill.data import TextSplit, stratified_subsample
 from findistill.errors import DataError, ModelError
@@ -263,6 +264,7 @@ def finetune_teacher(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, out_d
     summary = {
         "method": ft.method, "model": cfg.model, "revision": cfg.revision, "seed": seed,
         "train_examples": len(train), "train_label_counts": train.label_counts(), "dev_examples": len(dev),
+        "train_texts_sha256": texts_hash(train.texts),  # which texts it saw (cross-fitting is checked against it)
         "epochs": ft.epochs, "learning_rate": ft.learning_rate, "batch_size": ft.batch_size,
         "parameters": ft.parameters, "lora": dataclasses.asdict(ft.lora) if ft.parameters == "lora" else None,
         "few_shot": 0, "prompt": cfg.prompt if ft.method == "verbalizer" else None,

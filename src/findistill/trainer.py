@@ -11,6 +11,7 @@ model. Saving is ``student.save_student``'s job.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -19,10 +20,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments, set_seed
+from transformers import EvalPrediction, PreTrainedTokenizerBase, Trainer, TrainingArguments, set_seed
 
 from findistill.config import LABELS, ConfigError, StudentConfig, TrainConfig
 from findistill.errors import DataError
+from findistill.evaluate import classification_metrics
 from findistill.losses import distillation_loss
 from findistill.student import build_student, count_parameters
 
@@ -32,6 +34,7 @@ __all__ = [
     "DistillationDataset",
     "TrainResult",
     "build_train_dataset",
+    "dev_metrics",
     "train_student",
     "training_arguments",
 ]
@@ -162,6 +165,8 @@ class TrainResult:
     log_history: list[dict[str, Any]] = field(default_factory=list)
     total_params: int = 0
     trainable_params: int = 0
+    selected_step: int | None = None  # the optimizer step of the returned weights (dev selection), else the last
+    selected_dev_metric: float | None = None  # its dev score (train.selection_metric)
 
 
 def _precision_flags(precision: str) -> dict[str, bool]:
@@ -177,8 +182,24 @@ def _precision_flags(precision: str) -> dict[str, bool]:
     return {}
 
 
-def training_arguments(train_cfg: TrainConfig, output_dir: Path) -> TrainingArguments:
-    """``TrainingArguments`` from the run config (no checkpoints, no reporting integrations)."""
+def _selection_arguments(train_cfg: TrainConfig) -> dict[str, Any]:
+    """Dev-set checkpoint selection: evaluate and save on the same schedule, reload the best checkpoint at the end."""
+    schedule = {"eval_strategy": train_cfg.selection, "save_strategy": train_cfg.selection}
+    if train_cfg.selection == "steps":
+        schedule.update(eval_steps=train_cfg.selection_steps, save_steps=train_cfg.selection_steps)
+    return {**schedule, "load_best_model_at_end": True, "metric_for_best_model": train_cfg.selection_metric,
+            "greater_is_better": True, "save_total_limit": 1, "save_only_model": True}
+
+
+def training_arguments(train_cfg: TrainConfig, output_dir: Path, select_on_dev: bool = False) -> TrainingArguments:
+    """``TrainingArguments`` from the run config (no reporting integrations).
+
+    Without ``select_on_dev`` no checkpoint is written and the last step is kept; with it (and
+    ``train_cfg.selection`` other than ``none``) the Trainer scores the dev set on the configured schedule, keeps
+    the best checkpoint (``load_best_model_at_end``) and ties go to the earlier one.
+    """
+    selection = _selection_arguments(train_cfg) if select_on_dev and train_cfg.selection != "none" else {
+        "save_strategy": "no"}
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=train_cfg.epochs,
@@ -192,15 +213,22 @@ def training_arguments(train_cfg: TrainConfig, output_dir: Path) -> TrainingArgu
         lr_scheduler_type=train_cfg.lr_scheduler,
         logging_strategy="steps",
         logging_steps=train_cfg.logging_steps,
-        save_strategy="no",
         report_to="none",
         seed=train_cfg.seed,
         remove_unused_columns=False,  # keep labels / teacher_logits for compute_loss
         label_names=["labels"],
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
+        **selection,
         **_precision_flags(train_cfg.precision),
     )
+
+
+def dev_metrics(prediction: EvalPrediction) -> dict[str, float]:
+    """``compute_metrics`` of the dev evaluations: accuracy and macro-F1 of the argmax."""
+    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    metrics = classification_metrics(np.asarray(prediction.label_ids), np.asarray(logits).argmax(-1))
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
 
 
 def train_student(
@@ -211,12 +239,15 @@ def train_student(
     teacher_logits: np.ndarray | None,
     output_dir: Path,
     alpha: float | None = None,
+    dev: tuple[list[str], list[int]] | None = None,
 ) -> TrainResult:
     """Build and train a student on ``texts``; returns the trained, unmerged model.
 
     ``labels``: canonical ids, ``-1`` for rows without a gold label (KD only). ``teacher_logits``: ``[N, 3]`` with
     NaN rows for texts the teacher did not label, or ``None`` for a CE-only student (alpha is then forced to 0).
-    ``alpha`` overrides ``train_cfg.alpha``. ``output_dir`` is the Trainer's scratch folder (no checkpoints).
+    ``alpha`` overrides ``train_cfg.alpha``. ``dev``: ``(texts, gold labels)`` scored on the ``train_cfg.selection``
+    schedule; the best checkpoint by ``train_cfg.selection_metric`` is the one returned (the same rule for every
+    student). ``output_dir`` is the Trainer's scratch folder; its checkpoints are deleted when training ends.
     """
     alpha = train_cfg.alpha if alpha is None else float(alpha)
     if teacher_logits is None:
@@ -232,10 +263,15 @@ def train_student(
     set_seed(train_cfg.seed)  # the new head's initialisation and LoRA's are seeded too
     model, tokenizer = build_student(student_cfg, num_labels=len(LABELS))
     dataset = build_train_dataset(tokenizer, texts, labels, teacher_logits, student_cfg.max_length)
+    select = dev is not None and train_cfg.selection != "none"
+    if select and not len(dev[0]):
+        raise DataError("checkpoint selection needs a non-empty dev split")
     trainer = DistillationTrainer(
         model=model,
-        args=training_arguments(train_cfg, Path(output_dir)),
+        args=training_arguments(train_cfg, Path(output_dir), select_on_dev=select),
         train_dataset=dataset,
+        eval_dataset=build_train_dataset(tokenizer, dev[0], dev[1], None, student_cfg.max_length) if select else None,
+        compute_metrics=dev_metrics if select else None,
         data_collator=DistillationCollator(tokenizer),
         processing_class=tokenizer,
         alpha=alpha,
@@ -244,15 +280,24 @@ def train_student(
     start = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - start
+    shutil.rmtree(output_dir, ignore_errors=True)  # checkpoints served selection only; the caller saves the model
     model = trainer.model
     model.eval()
     total, trainable = count_parameters(model)
+    state = trainer.state
     return TrainResult(
         model=model,
         tokenizer=tokenizer,
         wall_time_s=wall,
-        steps=trainer.state.global_step,
-        log_history=list(trainer.state.log_history),
+        steps=state.global_step,
+        log_history=list(state.log_history),
         total_params=total,
         trainable_params=trainable,
+        selected_step=_checkpoint_step(state.best_model_checkpoint) if select else state.global_step,
+        selected_dev_metric=state.best_metric if select else None,
     )
+
+
+def _checkpoint_step(path: str | None) -> int | None:
+    """``.../checkpoint-1234`` -> 1234."""
+    return int(Path(path).name.rsplit("-", 1)[1]) if path else None

@@ -1,0 +1,486 @@
+"""The distillation frontier: accuracy against throughput for students of several sizes, CE-only vs distilled.
+
+    python benchmarks/frontier.py                                  # every cell of the grid, resumable
+    python benchmarks/frontier.py --sizes 2 --seeds 3 --variants ce,kd_transfer --worker 0/2   # one of two workers
+    python benchmarks/frontier.py --timing                         # onnx-int8 speed per size (idle machine!)
+    python benchmarks/frontier.py --report                         # rebuild results.json / report.md / plot
+
+One teacher (``teacher`` in the config, fine-tuned on gold labels and selected on the dev split) labels the
+training split, the evaluation split and the transfer corpus (``data.transfer_files``) once; its logits live in the
+run folder (``--run-dir``, default ``runs/frontier``). Then every **cell** — a student size (``student.num_layers``),
+a variant and a seed — trains one student, selected on the dev split by the rule of ``train.selection``, and
+scores it on the evaluation split. Variants:
+
+* ``ce``: gold labels only (cross-entropy);
+* ``kd``: ``alpha·T²·KL + (1−alpha)·CE`` on the gold training texts;
+* ``kd_transfer``: ``kd`` plus the transfer texts, which get the KD term only;
+* ``ce_matched``: ``ce`` trained for as many optimizer steps as ``kd_transfer`` (more epochs over the gold
+  texts), so that "more steps" and "the teacher's knowledge" are told apart;
+* ``kd_transfer_oof``: ``kd_transfer`` whose training-row soft labels come from cross-fitted teachers that did not
+  see the row (needs ``teacher.finetune.cross_fit_folds``).
+
+A finished cell writes ``<run-dir>/cells/<cell>/cell.json`` last and is never re-run, so an interrupted benchmark
+resumes cell by cell and can be built up over several invocations (``--worker i/N`` splits the cells between N
+processes, e.g. one per core). ``--report`` merges whatever cells exist: per row the mean ± sd over seeds, each
+seed's accuracy with its bootstrap CI, and per seed the paired bootstrap and McNemar test of each variant against
+``ce``; a gain is called a gain only when the paired CI is above zero on every seed. ``--timing`` exports the first
+seed's ``kd_transfer`` student of each size to onnx-int8 and measures texts/s over the evaluation texts (the
+classifier ``findistill predict`` uses, model load excluded, batch 64, length-sorted) and batch-1 latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_machine import data_dir as tfns_data_dir, machine_info, parse_overrides  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "benchmarks" / "configs" / "frontier.yaml"
+VARIANTS = ("ce", "kd", "kd_transfer", "ce_matched", "kd_transfer_oof")
+TEACHER_VARIANTS = {"kd", "kd_transfer", "kd_transfer_oof"}
+SEEDS = (42, 43, 44)
+TARGETS = {"l6_accuracy": 0.89, "l6_macro_f1": 0.86, "gain_points": 1.5, "compact_accuracy": 0.87,
+           "compact_texts_per_s": 1000.0, "int8_loss_points": 0.5, "teacher_accuracy": 0.90}
+PUBLISHED = [  # published TFNS validation results (accuracy, macro-F1 where reported), for the README table
+    {"model": "FinGPT v3.3 (LLaMA-2-13B, LoRA)", "params": "13B", "accuracy": 0.903, "macro_f1": 0.879},
+    {"model": "twitter-roberta-base (fine-tuned)", "params": "125M", "accuracy": 0.888, "macro_f1": None},
+    {"model": "FinBERT (fine-tuned)", "params": "110M", "accuracy": 0.878, "macro_f1": 0.847},
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    size: int
+    variant: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"L{self.size}_{self.variant}_s{self.seed}"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python benchmarks/frontier.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="benchmark run config (default: %(default)s)")
+    p.add_argument("--sizes", default="6,3,2", help="student sizes: transformer layers kept (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=3, help=f"seeds per cell, from {SEEDS} (default: %(default)s)")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="variants to train (default: %(default)s)")
+    p.add_argument("--transfer-epochs", type=float, default=None,
+                   help="epochs of the kd_transfer cells over gold + transfer texts (default: train.epochs); "
+                        "ce_matched follows their step count")
+    p.add_argument("--worker", default="0/1", help="i/N: run only every N-th cell, starting at i (default 0/1)")
+    p.add_argument("--timing", action="store_true", help="measure onnx-int8 speed per size (needs idle cores)")
+    p.add_argument("--report", action="store_true", help="only rebuild the report from the finished cells")
+    p.add_argument("--run-dir", default=None, help="run folder (default: runs/<config name>, git-ignored)")
+    p.add_argument("--out", default=None, help="results folder (default: benchmarks/results/<config name>)")
+    p.add_argument("--data-dir", default=None, help="TFNS folder (default: $FINDISTILL_DATA_DIR or ../shared/data)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (value parsed as YAML; repeatable)")
+    args = p.parse_args(argv)
+    try:
+        args.size_list = [int(s) for s in args.sizes.split(",") if s.strip()]
+        i, n = (int(x) for x in args.worker.split("/"))
+    except ValueError:
+        p.error("--sizes takes integers like 6,3,2 and --worker takes i/N")
+    if not 0 <= i < n:
+        p.error("--worker i/N needs 0 <= i < N")
+    args.worker_index, args.workers = i, n
+    args.variant_list = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in args.variant_list if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    if not 1 <= args.seeds <= len(SEEDS):
+        p.error(f"--seeds must be in 1..{len(SEEDS)}")
+    return args
+
+
+def grid(sizes: list[int], variants: list[str], seeds: int) -> list[Cell]:
+    """Seed-major order: a partial run leaves whole seeds of every size, not all seeds of one size."""
+    return [Cell(size, variant, seed) for seed in SEEDS[:seeds] for size in sizes for variant in variants]
+
+
+# --------------------------------------------------------------------------------------------- teacher
+
+
+def prepare_teacher(run) -> None:
+    """Fine-tune (and cross-fit) the teacher, score it on the evaluation split, label training and transfer texts."""
+    run.stage_teacher_finetune()
+    run.stage_teacher_eval()
+    run.stage_label()
+    run.release_teacher_model()
+
+
+def steps_for(n_texts: int, train_cfg, epochs: float) -> int:
+    """Optimizer steps of ``epochs`` epochs over ``n_texts`` (one process, the Trainer's arithmetic)."""
+    per_epoch = -(-n_texts // (train_cfg.batch_size * train_cfg.gradient_accumulation_steps))
+    return int(np.ceil(per_epoch * epochs))
+
+
+def cell_data(run, cell: Cell, transfer_epochs: float) -> tuple[list[str], list[int], np.ndarray | None, int]:
+    """(texts, labels, teacher logits or None, max_steps or -1) of a cell; transfer cells run ``transfer_epochs``."""
+    splits, train_cfg = run.splits, run.config.train
+    train = splits.train
+    transfer = splits.transfer if splits.transfer is not None else None
+    if cell.variant in ("kd_transfer", "kd_transfer_oof", "ce_matched") and not (transfer and len(transfer)):
+        raise SystemExit(f"frontier: {cell.name} needs transfer texts (data.transfer_files)")
+    if cell.variant == "ce":
+        return list(train.texts), list(train.labels), None, -1
+    if cell.variant == "ce_matched":
+        return list(train.texts), list(train.labels), None, steps_for(len(train) + len(transfer), train_cfg,
+                                                                      transfer_epochs)
+    if cell.variant == "kd_transfer_oof":
+        if not run.config.teacher.finetune.cross_fit_folds:
+            raise SystemExit(f"frontier: {cell.name} needs teacher.finetune.cross_fit_folds >= 2")
+        train_logits = run.train_teacher_logits()
+    else:
+        train_logits = run.teacher_logits(train)
+    texts, labels, logits = list(train.texts), list(train.labels), [train_logits]
+    if cell.variant == "kd":
+        return texts, labels, logits[0].astype(np.float32), -1
+    texts += transfer.texts
+    labels += [-1] * len(transfer)
+    logits.append(run.teacher_logits(transfer))
+    return texts, labels, np.concatenate(logits).astype(np.float32), steps_for(len(texts), train_cfg, transfer_epochs)
+
+
+def run_cell(run, cell: Cell, folder: Path, transfer_epochs: float) -> dict[str, Any]:
+    from findistill.evaluate import predict_logits
+    from findistill.io_utils import atomic_write_json
+    from findistill.student import save_student
+    from findistill.trainer import train_student
+
+    config = run.config
+    texts, labels, logits, max_steps = cell_data(run, cell, transfer_epochs)
+    student_cfg = dataclasses.replace(config.student, num_layers=cell.size)
+    train_cfg = dataclasses.replace(config.train, seed=cell.seed, max_steps=max_steps)
+    dev, ev = run.splits.dev, run.splits.eval
+    print(f"[frontier] {cell.name}: {len(texts)} texts, {'CE only' if logits is None else 'KD + CE'}"
+          + (f", {max_steps} steps" if max_steps > 0 else ""), flush=True)
+    result = train_student(student_cfg, train_cfg, texts, labels, logits, folder / ".train", dev=(dev.texts, dev.labels))
+    start = time.perf_counter()
+    eval_logits = predict_logits(result.model, result.tokenizer, ev.texts, batch_size=config.train.eval_batch_size,
+                                 max_length=config.student.max_length, desc=f"eval {cell.name}")
+    eval_s = time.perf_counter() - start
+    np.save(folder / "eval_logits.npy", eval_logits)
+    if cell.seed == SEEDS[0]:  # one model per size and variant is kept, for export and timing
+        save_student(result.model, result.tokenizer, folder / "student")
+    info = {"cell": cell.name, "size": cell.size, "variant": cell.variant, "seed": cell.seed,
+            "train_examples": len(texts), "train_steps": result.steps, "selected_step": result.selected_step,
+            "selected_dev_metric": result.selected_dev_metric, "train_wall_time_s": round(result.wall_time_s, 1),
+            "params": result.total_params, "eval_examples_per_s_fp32": round(len(ev) / eval_s, 1),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine_info()}
+    atomic_write_json(folder / "training_log.json", result.log_history)
+    atomic_write_json(folder / "cell.json", info)  # written last: the cell is finished
+    return info
+
+
+# --------------------------------------------------------------------------------------------- timing
+
+
+def time_size(run, size: int, cells_dir: Path, out_dir: Path) -> dict[str, Any] | None:
+    """onnx-int8 export of the first seed's kd_transfer student (else kd, else ce) and its speed on this machine."""
+    from findistill.export import export
+    from findistill.runtime import load_classifier
+
+    for variant in ("kd_transfer", "kd", "ce"):
+        source = cells_dir / Cell(size, variant, SEEDS[0]).name / "student"
+        if (source / "config.json").is_file():
+            break
+    else:
+        return None
+    ev = run.splits.eval
+    export_dir = out_dir / f"L{size}"
+    report = export(source, export_dir, eval_texts=ev.texts, eval_labels=ev.labels,
+                    max_length=run.config.student.max_length, variants=["onnx-int8"])
+    clf = load_classifier(export_dir / "onnx-int8")  # load excluded from every timing below
+    clf.predict_proba(ev.texts[:64])  # warm-up
+    file_runs = []
+    for _ in range(3):
+        start = time.perf_counter()
+        clf.predict_proba(ev.texts, batch_size=64)
+        file_runs.append(time.perf_counter() - start)
+    latencies = []
+    for text in ev.texts[:300]:
+        start = time.perf_counter()
+        clf.predict_proba([text], batch_size=1)
+        latencies.append((time.perf_counter() - start) * 1000)
+    fp32, int8 = report["variants"]["fp32"], report["variants"]["onnx-int8"]
+    return {"size": size, "source": str(source), "variant": variant, "n_texts": len(ev),
+            "texts_per_s": round(len(ev) / min(file_runs), 1), "file_seconds": [round(s, 3) for s in file_runs],
+            "batch1_p50_ms": round(float(np.percentile(latencies, 50)), 2),
+            "batch1_p95_ms": round(float(np.percentile(latencies, 95)), 2),
+            "fp32_accuracy": fp32["accuracy"], "int8_accuracy": int8["accuracy"],
+            "int8_loss_points": round((fp32["accuracy"] - int8["accuracy"]) * 100, 3),
+            "int8_size_mb": int8["size_mb"], "measured": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "machine": machine_info()}
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float | None]:
+    return float(np.mean(values)), (float(statistics.stdev(values)) if len(values) > 1 else None)
+
+
+def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> dict[str, Any]:
+    from findistill.evaluate import evaluate_row, majority_row, mcnemar_exact, paired_bootstrap
+    from findistill.pipeline import Prediction
+
+    config, ev_cfg = run.config, run.config.eval
+    y = np.asarray(run.splits.eval.labels)
+    cells = {}
+    for path in sorted(cells_dir.glob("*/cell.json")):
+        info = json.loads(path.read_text())
+        info["logits"] = np.load(path.parent / "eval_logits.npy")
+        cells[info["cell"]] = info
+    rows: list[dict[str, Any]] = [majority_row(y, np.asarray(run.splits.train.labels), ev_cfg)]
+    teacher_path = run.prediction_path("teacher")
+    if teacher_path.is_file():
+        t = Prediction.load(teacher_path)
+        rows.append(evaluate_row(t.name, "teacher", y, t.logits, ev_cfg, **t.meta))
+    groups: dict[tuple[int, str], list[dict]] = {}
+    for info in cells.values():
+        groups.setdefault((info["size"], info["variant"]), []).append(info)
+    frontier_rows, comparisons = [], []
+    for (size, variant), members in sorted(groups.items(), key=lambda kv: (-kv[0][0], VARIANTS.index(kv[0][1]))):
+        members.sort(key=lambda m: m["seed"])
+        per_seed = []
+        for m in members:
+            row = evaluate_row(m["cell"], variant, y, m["logits"], ev_cfg)
+            per_seed.append({"seed": m["seed"], "accuracy": row["accuracy"], "accuracy_ci": _ci(row, "accuracy"),
+                             "macro_f1": row["macro_f1"], "macro_f1_ci": _ci(row, "macro_f1"),
+                             "train_steps": m["train_steps"], "selected_step": m["selected_step"],
+                             "train_wall_time_s": m["train_wall_time_s"], "train_examples": m["train_examples"]})
+            base = cells.get(Cell(size, "ce", m["seed"]).name)
+            if variant != "ce" and base is not None:
+                pa, pb = m["logits"].argmax(1), base["logits"].argmax(1)
+                comp = paired_bootstrap(y, pa, pb, "accuracy", ev_cfg.bootstrap_samples, ev_cfg.confidence,
+                                        ev_cfg.seed)
+                comparisons.append({"size": size, "a": variant, "b": "ce", "seed": m["seed"],
+                                    "diff": comp["diff"], "ci": _ci(comp, None),
+                                    "mcnemar_p": mcnemar_exact(y, pa, pb)["p_value"]})
+        acc_mean, acc_sd = _mean_sd([s["accuracy"] for s in per_seed])
+        f1_mean, f1_sd = _mean_sd([s["macro_f1"] for s in per_seed])
+        speed = timing.get(str(size)) if variant == (timing.get(str(size)) or {}).get("variant") else None
+        frontier_rows.append({"size": size, "variant": variant, "params": members[0]["params"],
+                              "seeds": [s["seed"] for s in per_seed], "accuracy_mean": acc_mean,
+                              "accuracy_sd": acc_sd, "macro_f1_mean": f1_mean, "macro_f1_sd": f1_sd,
+                              "per_seed": per_seed, "timing": speed})
+    verdicts = []
+    for size in sorted({c["size"] for c in comparisons}, reverse=True):
+        for variant in VARIANTS[1:]:
+            comps = [c for c in comparisons if c["size"] == size and c["a"] == variant]
+            if comps:
+                diffs = [c["diff"] * 100 for c in comps]
+                verdicts.append({"size": size, "variant": variant, "seeds": [c["seed"] for c in comps],
+                                 "mean_gain_points": float(np.mean(diffs)),
+                                 "gain_on_every_seed": all(c["ci"][0] > 0 for c in comps),
+                                 "meets_target": all(c["ci"][0] > 0 for c in comps) and len(comps) >= 3
+                                 and min(diffs) >= TARGETS["gain_points"]})
+    return {"name": config.name, "command": command, "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "machine": machine_info(), "dataset": run.splits.info(), "confidence": ev_cfg.confidence,
+            "reference_rows": rows, "frontier": frontier_rows, "comparisons": comparisons, "gains": verdicts,
+            "timing": timing, "targets": TARGETS, "published": PUBLISHED,
+            "cells_wall_time_s": round(sum(c["train_wall_time_s"] for c in cells.values()), 1)}
+
+
+def _ci(obj: dict, metric: str | None) -> list[float]:
+    """The interval of ``metric`` in a row (or of a comparison when ``metric`` is None), whatever the key style."""
+    for key in ([f"{metric}_ci", f"{metric}_ci95"] if metric else ["ci", "ci95"]):
+        if key in obj:
+            return [float(v) for v in obj[key]]
+    raise KeyError(f"no confidence interval for {metric or 'comparison'} in {sorted(obj)}")
+
+
+def _pm(mean: float, sd: float | None, digits: int = 3) -> str:
+    return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None else "")
+
+
+def check_targets(results: dict[str, Any]) -> list[dict[str, str]]:
+    """The issue's targets, each met / missed / not measured, with the value behind the verdict."""
+    rows = {(r["size"], r["variant"]): r for r in results["frontier"]}
+    out = []
+
+    def add(name: str, status: str, value: str) -> None:
+        out.append({"target": name, "status": status, "value": value})
+
+    teacher = next((r for r in results["reference_rows"] if r["role"] == "teacher"), None)
+    add(f"teacher accuracy >= {TARGETS['teacher_accuracy']:.2f}",
+        "not measured" if teacher is None else ("met" if teacher["accuracy"] >= TARGETS["teacher_accuracy"] else
+                                                "missed"), "—" if teacher is None else f"{teacher['accuracy']:.4f}")
+    best6 = max((r for r in results["frontier"] if r["size"] == 6 and r["variant"] != "ce"),
+                key=lambda r: r["accuracy_mean"], default=None)
+    add(f"distilled L6 accuracy >= {TARGETS['l6_accuracy']:.2f} and macro-F1 >= {TARGETS['l6_macro_f1']:.2f}",
+        "not measured" if best6 is None else ("met" if best6["accuracy_mean"] >= TARGETS["l6_accuracy"]
+                                              and best6["macro_f1_mean"] >= TARGETS["l6_macro_f1"] else "missed"),
+        "—" if best6 is None else f"{best6['variant']}: {best6['accuracy_mean']:.4f} / {best6['macro_f1_mean']:.4f}")
+    for size in (6, 3):
+        gains = [g for g in results["gains"] if g["size"] == size and g["variant"].startswith("kd")]
+        best = max(gains, key=lambda g: g["mean_gain_points"], default=None)
+        add(f"L{size}: KD (+ transfer) − CE-only >= +{TARGETS['gain_points']} points, paired CI > 0 on each of 3 "
+            "seeds", "not measured" if best is None else ("met" if best["meets_target"] else "missed"),
+            "—" if best is None else f"{best['variant']}: mean {best['mean_gain_points']:+.2f} points over seeds "
+            f"{best['seeds']}, CI > 0 on every seed: {best['gain_on_every_seed']}")
+    compact = [(r, r["timing"]) for r in results["frontier"] if r["size"] in (2, 3) and r["timing"]]
+    ok = [(r, t) for r, t in compact if r["accuracy_mean"] >= TARGETS["compact_accuracy"]
+          and t["texts_per_s"] >= TARGETS["compact_texts_per_s"] and t["int8_loss_points"] <= TARGETS["int8_loss_points"]]
+    add(f"compact student (L3 or L2) >= {TARGETS['compact_accuracy']:.2f} accuracy at >= "
+        f"{TARGETS['compact_texts_per_s']:,.0f} texts/s onnx-int8, <= {TARGETS['int8_loss_points']} points int8 loss",
+        "not measured" if not compact else ("met" if ok else "missed"),
+        "; ".join(f"L{r['size']} {r['variant']}: {r['accuracy_mean']:.4f}, {t['texts_per_s']:,.0f} texts/s, "
+                  f"int8 loss {t['int8_loss_points']:+.2f}" for r, t in compact) or "—")
+    return out
+
+
+def render(results: dict[str, Any], config_yaml: str) -> str:
+    from findistill.report import human_params
+
+    m, d = results["machine"], results["dataset"]
+    lines = [f"# Distillation frontier ({results['name']})", "",
+             f"- Command: `{results['command']}`", f"- Report built: {results['created']}",
+             f"- Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, torch {m['torch']}, "
+             f"transformers {m['transformers']}",
+             f"- Evaluation: {d.get('name')} `{d.get('split')}`, n = {d.get('n'):,}; train {d.get('n_train'):,}, "
+             f"dev {d.get('n_dev'):,} (selection), transfer {d.get('n_transfer', 0):,} texts "
+             f"({json.dumps(d.get('transfer', {}))})",
+             f"- Student training wall time, all cells: {results['cells_wall_time_s'] / 60:.1f} min "
+             "(each cell's own time is in results.json)", "", "## Targets", "", "| target | value | status |",
+             "|---|---|---|"]
+    lines += [f"| {t['target']} | {t['value']} | **{t['status']}** |" for t in results["target_status"]]
+    level = f"{results['confidence']:.0%}"
+    lines += ["", "## Teacher and majority class", "", f"| model | role | accuracy [{level} CI] | macro-F1 |",
+              "|---|---|---:|---:|"]
+    for r in results["reference_rows"]:
+        lo, hi = _ci(r, "accuracy")
+        lines.append(f"| {r['name']} | {r['role']} | {r['accuracy']:.4f} [{lo:.4f}, {hi:.4f}] | {r['macro_f1']:.4f} |")
+    lines += ["", "## Students", "", "Mean ± sd over seeds; per seed: accuracy [bootstrap CI] (optimizer steps, "
+              "selected step).", "", "| size | variant | params | seeds | accuracy | macro-F1 | per seed | "
+              "onnx-int8 texts/s | batch-1 p50 (ms) | int8 − fp32 (points) |",
+              "|---|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+    for r in results["frontier"]:
+        seeds = "<br>".join(f"s{s['seed']}: {s['accuracy']:.4f} [{s['accuracy_ci'][0]:.4f}, {s['accuracy_ci'][1]:.4f}]"
+                            f" ({s['train_steps']} steps, sel. {s['selected_step']})" for s in r["per_seed"])
+        t = r["timing"] or {}
+        lines.append(f"| L{r['size']} | {r['variant']} | {human_params(r['params'])} | {len(r['seeds'])} | "
+                     f"{_pm(r['accuracy_mean'], r['accuracy_sd'])} | {_pm(r['macro_f1_mean'], r['macro_f1_sd'])} | "
+                     f"{seeds} | {t.get('texts_per_s', '—')} | {t.get('batch1_p50_ms', '—')} | "
+                     f"{-t['int8_loss_points'] if t else '—'} |")
+    lines += ["", "## Gains over CE-only, per seed (paired, accuracy points)", "",
+              f"| size | variant | seed | gain [{level} CI] | McNemar p |", "|---|---|---:|---:|---:|"]
+    for c in results["comparisons"]:
+        lines.append(f"| L{c['size']} | {c['a']} | {c['seed']} | {c['diff'] * 100:+.2f} "
+                     f"[{c['ci'][0] * 100:+.2f}, {c['ci'][1] * 100:+.2f}] | {c['mcnemar_p']:.3g} |")
+    lines += ["", "| size | variant | seeds | mean gain | CI above zero on every seed |", "|---|---|---|---:|---|"]
+    for g in results["gains"]:
+        lines.append(f"| L{g['size']} | {g['variant']} | {g['seeds']} | {g['mean_gain_points']:+.2f} | "
+                     f"{'yes' if g['gain_on_every_seed'] else 'no'} |")
+    lines += ["", "## Published TFNS results (validation split; for orientation, not re-measured)", "",
+              "| model | params | accuracy | macro-F1 |", "|---|---:|---:|---:|"]
+    for p in results["published"]:
+        lines.append(f"| {p['model']} | {p['params']} | {p['accuracy']:.3f} | "
+                     f"{'—' if p['macro_f1'] is None else format(p['macro_f1'], '.3f')} |")
+    if results.get("plot"):
+        lines += ["", f"![accuracy against onnx-int8 throughput]({Path(results['plot']).name})"]
+    lines += ["", "## Config", "", "```yaml", config_yaml.rstrip("\n"), "```", ""]
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> bool:
+    """Accuracy (mean over seeds, sd as error bar) against onnx-int8 texts/s; False when nothing was timed."""
+    points = [r for r in results["frontier"] if r["timing"]]
+    if not points:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for r in points:
+        ax.errorbar(r["timing"]["texts_per_s"], r["accuracy_mean"], yerr=r["accuracy_sd"] or 0, fmt="o", capsize=3)
+        ax.annotate(f"L{r['size']} {r['variant']}", (r["timing"]["texts_per_s"], r["accuracy_mean"]),
+                    textcoords="offset points", xytext=(5, 5), fontsize=8)
+    for r in results["reference_rows"]:
+        ax.axhline(r["accuracy"], ls="--", lw=0.8, color="grey")
+        ax.text(ax.get_xlim()[0], r["accuracy"], f" {r['role']}: {r['name']}", fontsize=7, va="bottom")
+    ax.set_xlabel("onnx-int8 texts/s (2,388 validation tweets, batch 64, load excluded)")
+    ax.set_ylabel("TFNS validation accuracy")
+    ax.set_title("Distilled students: accuracy against throughput")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    from findistill.errors import FindistillError
+
+    try:
+        return _main(sys.argv[1:] if argv is None else list(argv))
+    except FindistillError as err:
+        print(f"frontier: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str]) -> int:
+    import logging
+
+    from findistill.config import dump_config, load_config
+    from findistill.io_utils import atomic_write_json, atomic_write_text
+    from findistill.pipeline import Run
+
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    config = load_config(args.config, parse_overrides(args.overrides))
+    run_dir = Path(args.run_dir or REPO / "runs" / config.name)
+    out = Path(args.out or REPO / "benchmarks" / "results" / config.name)
+    cells_dir = run_dir / "cells"
+    run = Run(config, run_dir, tfns_data_dir(args.data_dir))
+    command = "python benchmarks/frontier.py" + "".join(" " + shlex.quote(a) for a in argv)
+    timing_path = out / "timing.json"
+    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+    if args.timing:
+        for size in args.size_list:
+            measured = time_size(run, size, cells_dir, run_dir / "exports")
+            if measured is not None:
+                measured["command"] = command
+                timing[str(size)] = measured
+                atomic_write_json(timing_path, timing)
+                print(f"[frontier] L{size}: {measured['texts_per_s']} texts/s onnx-int8, batch-1 p50 "
+                      f"{measured['batch1_p50_ms']} ms", flush=True)
+    elif not args.report:
+        cells = grid(args.size_list, args.variant_list, args.seeds)[args.worker_index::args.workers]
+        if any(c.variant in TEACHER_VARIANTS for c in cells):
+            prepare_teacher(run)
+        started = time.perf_counter()
+        for cell in cells:
+            folder = cells_dir / cell.name
+            if (folder / "cell.json").is_file():
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            info = run_cell(run, cell, folder, args.transfer_epochs or config.train.epochs)
+            print(f"[frontier] {cell.name} done in {info['train_wall_time_s'] / 60:.1f} min "
+                  f"({(time.perf_counter() - started) / 60:.1f} min this invocation)", flush=True)
+    results = build_report(run, cells_dir, timing, command)
+    results["target_status"] = check_targets(results)
+    results["plot"] = str(out / "frontier.png") if plot(results, out / "frontier.png") else ""
+    atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "report.md", render(results, dump_config(config)))
+    print(f"\nfrontier report: {out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -258,8 +258,8 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
         per_seed = []
         for m in members:
             row = evaluate_row(m["cell"], variant, y, m["logits"], ev_cfg)
-            per_seed.append({"seed": m["seed"], "accuracy": row["accuracy"], "accuracy_ci": _ci(row, "accuracy"),
-                             "macro_f1": row["macro_f1"], "macro_f1_ci": _ci(row, "macro_f1"),
+            per_seed.append({"seed": m["seed"], "accuracy": row["accuracy"], "accuracy_ci": row["accuracy_ci"],
+                             "macro_f1": row["macro_f1"], "macro_f1_ci": row["macro_f1_ci"],
                              "train_steps": m["train_steps"], "selected_step": m["selected_step"],
                              "train_wall_time_s": m["train_wall_time_s"], "train_examples": m["train_examples"]})
             base = cells.get(Cell(size, "ce", m["seed"]).name)
@@ -268,8 +268,8 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
                 comp = paired_bootstrap(y, pa, pb, "accuracy", ev_cfg.bootstrap_samples, ev_cfg.confidence,
                                         ev_cfg.seed)
                 comparisons.append({"size": size, "a": variant, "b": "ce", "seed": m["seed"],
-                                    "diff": comp["diff"], "ci": _ci(comp, None),
-                                    "mcnemar_p": mcnemar_exact(y, pa, pb)["p_value"]})
+                                    "diff": comp["diff"], "ci": comp["ci"],
+                                    "mcnemar_p": mcnemar_exact(y, pa, pb)["mcnemar_p"]})
         acc_mean, acc_sd = _mean_sd([s["accuracy"] for s in per_seed])
         f1_mean, f1_sd = _mean_sd([s["macro_f1"] for s in per_seed])
         speed = timing.get(str(size)) if variant == (timing.get(str(size)) or {}).get("variant") else None
@@ -293,14 +293,6 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
             "reference_rows": rows, "frontier": frontier_rows, "comparisons": comparisons, "gains": verdicts,
             "timing": timing, "targets": TARGETS, "published": PUBLISHED,
             "cells_wall_time_s": round(sum(c["train_wall_time_s"] for c in cells.values()), 1)}
-
-
-def _ci(obj: dict, metric: str | None) -> list[float]:
-    """The interval of ``metric`` in a row (or of a comparison when ``metric`` is None), whatever the key style."""
-    for key in ([f"{metric}_ci", f"{metric}_ci95"] if metric else ["ci", "ci95"]):
-        if key in obj:
-            return [float(v) for v in obj[key]]
-    raise KeyError(f"no confidence interval for {metric or 'comparison'} in {sorted(obj)}")
 
 
 def _pm(mean: float, sd: float | None, digits: int = 3) -> str:
@@ -362,7 +354,7 @@ def render(results: dict[str, Any], config_yaml: str) -> str:
     lines += ["", "## Teacher and majority class", "", f"| model | role | accuracy [{level} CI] | macro-F1 |",
               "|---|---|---:|---:|"]
     for r in results["reference_rows"]:
-        lo, hi = _ci(r, "accuracy")
+        lo, hi = r["accuracy_ci"]
         lines.append(f"| {r['name']} | {r['role']} | {r['accuracy']:.4f} [{lo:.4f}, {hi:.4f}] | {r['macro_f1']:.4f} |")
     lines += ["", "## Students", "", "Mean ± sd over seeds; per seed: accuracy [bootstrap CI] (optimizer steps, "
               "selected step).", "", "| size | variant | params | seeds | accuracy | macro-F1 | per seed | "

@@ -214,3 +214,33 @@ def test_untrained_baseline_is_seeded(tmp_path, tiny_llama_dir, tiny_bloom_dir, 
         run.stage_student_baseline()
         logits.append(Prediction.load(run.prediction_path("student_baseline")).logits)
     np.testing.assert_array_equal(logits[0], logits[1])
+
+
+def test_cross_fitting_labels_each_training_row_with_a_teacher_that_never_saw_it(
+        tmp_path, tiny_bert_classifier_dir, tiny_bert_dir, tiny_tfns_dir):
+    from findistill.cache import texts_hash
+    from findistill.config import load_config
+    from findistill.pipeline import Run
+    from findistill.teacher import build_teacher
+
+    config = write_config(tmp_path / "cf.yaml", tiny_bert_classifier_dir, tiny_bert_dir,
+                          teacher={"kind": "classifier", "few_shot": 0, "max_length": 24,
+                                   "finetune": {"enabled": True, "method": "head", "parameters": "full",
+                                                "epochs": 1, "learning_rate": 1e-3, "cross_fit_folds": 2}},
+                          student={"method": "full"})
+    out = tmp_path / "cf"
+    assert main(["run", str(config), "--out", str(out), "--data-dir", str(tiny_tfns_dir)]) == 0
+    run = Run(load_config(config), out, str(tiny_tfns_dir))
+    train, folds = run.splits.train, run.folds()
+    oof = run.train_teacher_logits()
+    in_fold = run.teacher_logits(train)
+    assert np.isfinite(oof).all() and not np.allclose(oof, in_fold)
+    for k, rows in enumerate(folds):
+        summary = json.loads((run.fold_dir(k) / "finetune_summary.json").read_text())
+        seen = train.subset([i for i in range(len(train)) if i not in set(rows)])
+        assert summary["train_texts_sha256"] == texts_hash(seen.texts) != texts_hash(train.texts)
+        fold_teacher = build_teacher(run.teacher_config(run.fold_dir(k)))
+        np.testing.assert_allclose(oof[rows], fold_teacher.class_logits([train.texts[i] for i in rows]), atol=1e-5)
+    results = json.loads((out / "results.json").read_text())
+    assert [f["fold"] for f in results["teacher_folds"]] == ["fold_0", "fold_1"]
+    assert all(0 <= f["best"]["accuracy"] <= 1 for f in results["teacher_folds"])

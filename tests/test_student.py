@@ -104,3 +104,25 @@ def test_saved_student_is_a_plain_pipeline_folder(request, tmp_path, fixture):
     clf = pipeline("text-classification", model=str(out), device="cpu")
     preds = clf(TEXTS)
     assert len(preds) == 3 and all(p["label"] in LABELS for p in preds)
+
+
+def test_num_layers_keeps_the_first_layers_and_saves_a_plain_smaller_model(tmp_path, tiny_bert_dir):
+    from transformers import AutoModel
+
+    full = AutoModel.from_pretrained(tiny_bert_dir)
+    model, tok = build_student(StudentConfig(model=str(tiny_bert_dir), method="full", num_layers=1))
+    assert model.config.num_hidden_layers == 1 and len(model.bert.encoder.layer) == 1
+    # layer 0 and the embeddings are the pretrained weights, not a fresh initialisation
+    torch.testing.assert_close(model.bert.encoder.layer[0].attention.self.query.weight,
+                               full.encoder.layer[0].attention.self.query.weight)
+    torch.testing.assert_close(model.bert.embeddings.word_embeddings.weight, full.embeddings.word_embeddings.weight)
+    out = save_student(model, tok, tmp_path / "student")
+    assert __import__("json").loads((out / "config.json").read_text())["num_hidden_layers"] == 1
+    clf = pipeline("text-classification", model=str(out))
+    assert clf(TEXTS[0])[0]["label"] in LABELS
+    assert len(clf.model.bert.encoder.layer) == 1
+
+
+def test_num_layers_beyond_the_model_is_one_line(tiny_bert_dir):
+    with pytest.raises(ModelError, match=r"student.num_layers: must be in 1..2 for this model, got 3"):
+        build_student(StudentConfig(model=str(tiny_bert_dir), num_layers=3))

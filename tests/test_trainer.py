@@ -107,3 +107,30 @@ def test_bad_inputs_are_data_errors(tiny_bloom_dir, tmp_path):
         build_train_dataset(tok, ["a", "b"], [0, 1], np.zeros((2, 2)), 8)
     with pytest.raises(DataError):
         train_student(StudentConfig(model=str(tiny_bloom_dir)), _train_cfg(), ["a", "b"], [-1, -1], None, tmp_path)
+
+
+def test_dev_selection_returns_the_best_scored_checkpoint(tmp_path, tiny_bert_dir):
+    """Scored on dev every 2 steps; the returned weights are the checkpoint with the best dev macro-F1."""
+    from findistill.evaluate import classification_metrics, predict_logits
+
+    texts, labels, logits = _data()
+    dev_texts, dev_labels = texts[:12], labels[:12]
+    student = StudentConfig(model=str(tiny_bert_dir), method="full", max_length=16)
+    cfg = _train_cfg(max_steps=8, selection="steps", selection_steps=2, learning_rate=2e-2)
+    res = train_student(student, cfg, texts, labels, logits, tmp_path / "run", dev=(dev_texts, dev_labels))
+    scores = {h["step"]: h["eval_macro_f1"] for h in res.log_history if "eval_macro_f1" in h}
+    assert sorted(scores) == [2, 4, 6, 8]
+    best = max(scores.values())
+    assert res.selected_step == min(s for s, v in scores.items() if v == best)  # ties: the earlier checkpoint
+    assert res.selected_dev_metric == pytest.approx(best)
+    dev_logits = predict_logits(res.model, res.tokenizer, dev_texts, batch_size=8, max_length=16)
+    assert classification_metrics(dev_labels, dev_logits.argmax(1))["macro_f1"] == pytest.approx(best)
+    assert not (tmp_path / "run").exists(), "selection checkpoints are removed once training ends"
+
+
+def test_no_dev_split_keeps_the_last_step(tmp_path, tiny_bert_dir):
+    texts, labels, logits = _data()
+    student = StudentConfig(model=str(tiny_bert_dir), method="full", max_length=16)
+    res = train_student(student, _train_cfg(max_steps=3), texts, labels, logits, tmp_path / "run")
+    assert res.selected_step == 3 and res.selected_dev_metric is None
+    assert not any("eval_macro_f1" in h for h in res.log_history)

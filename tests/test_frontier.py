@@ -1,0 +1,66 @@
+"""The frontier benchmark end to end on tiny random models: teacher, transfer set, cells per size / variant / seed,
+matched compute, resumption, the per-seed paired comparisons, timing and the report."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import yaml
+
+from conftest import load_benchmark, make_rows
+
+
+def test_frontier_cells_resume_and_report(tmp_path, tiny_bert_classifier_dir, tiny_bert_dir, tiny_tfns_dir):
+    transfer = tmp_path / "topic.csv"
+    with open(transfer, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows([(f"{text} https://t.co/{i}", 5) for i, (text, _) in enumerate(make_rows(40, 9))])
+    config = {
+        "name": "tiny-frontier",
+        "data": {"dev_fraction": 0.2, "transfer_files": [str(transfer)]},
+        "teacher": {"kind": "classifier", "model": str(tiny_bert_classifier_dir), "name": "tiny-teacher",
+                    "batch_size": 16, "max_length": 24,
+                    "finetune": {"enabled": True, "method": "head", "parameters": "full", "epochs": 1,
+                                 "learning_rate": 1e-3}},
+        "student": {"model": str(tiny_bert_dir), "name": "tiny-bert", "method": "full", "max_length": 24},
+        "train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "logging_steps": 2, "selection": "steps",
+                  "selection_steps": 3},
+        "eval": {"bootstrap_samples": 200},
+    }
+    path = tmp_path / "frontier.yaml"
+    path.write_text(yaml.safe_dump(config))
+    bench, out, runs = load_benchmark("frontier"), tmp_path / "out", tmp_path / "runs"
+    common = ["--config", str(path), "--out", str(out), "--run-dir", str(runs), "--data-dir", str(tiny_tfns_dir),
+              "--sizes", "1", "--seeds", "2"]
+    assert bench.main(common + ["--variants", "ce,kd_transfer,ce_matched", "--transfer-epochs", "2"]) == 0
+    cells = {p.parent.name: json.loads(p.read_text()) for p in (runs / "cells").glob("*/cell.json")}
+    assert set(cells) == {f"L1_{v}_s{s}" for v in ("ce", "kd_transfer", "ce_matched") for s in (42, 43)}
+    results = json.loads((out / "results.json").read_text())
+    n_train, n_transfer = results["dataset"]["n_train"], results["dataset"]["n_transfer"]
+    assert 0 < n_transfer <= 40
+    kd, matched, ce = cells["L1_kd_transfer_s42"], cells["L1_ce_matched_s42"], cells["L1_ce_s42"]
+    assert kd["train_examples"] == n_train + n_transfer and ce["train_examples"] == matched["train_examples"] == n_train
+    assert kd["train_steps"] == matched["train_steps"] == 2 * -(-(n_train + n_transfer) // 8)  # matched compute
+    assert ce["train_steps"] == -(-n_train // 8)
+    rows = {(r["size"], r["variant"]): r for r in results["frontier"]}
+    assert rows[(1, "kd_transfer")]["seeds"] == [42, 43] and rows[(1, "kd_transfer")]["accuracy_sd"] is not None
+    comps = [(c["a"], c["seed"]) for c in results["comparisons"]]
+    assert sorted(comps) == [("ce_matched", 42), ("ce_matched", 43), ("kd_transfer", 42), ("kd_transfer", 43)]
+    assert {r["role"] for r in results["reference_rows"]} == {"majority", "teacher"}
+    assert "## Gains over CE-only" in (out / "report.md").read_text()
+
+    # Resumes cell by cell: finished cells are not trained again, a new variant is added beside them.
+    before = {name: (runs / "cells" / name / "cell.json").stat().st_mtime_ns for name in cells}
+    assert bench.main(common + ["--variants", "ce,kd", "--seeds", "1"]) == 0
+    assert {name: (runs / "cells" / name / "cell.json").stat().st_mtime_ns for name in cells} == before
+    assert (runs / "cells" / "L1_kd_s42" / "cell.json").is_file()
+
+    # Timing exports the first seed's kd_transfer student to onnx-int8 and measures it.
+    assert bench.main(common + ["--timing"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    timing = results["timing"]["1"]
+    assert timing["variant"] == "kd_transfer" and timing["texts_per_s"] > 0 and timing["batch1_p50_ms"] > 0
+    assert rows[(1, "kd_transfer")]["params"] > 0
+    assert (out / "frontier.png").stat().st_size > 0

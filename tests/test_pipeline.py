@@ -51,8 +51,8 @@ def test_run_writes_the_contract_outputs(tiny_run):
     assert set(rows) == ROLES
     for row in rows.values():
         assert 0 <= row["accuracy"] <= 1 and 0 <= row["macro_f1"] <= 1
-        lo, hi = row["accuracy_ci95"]
-        assert lo <= row["accuracy"] <= hi
+        lo, hi = row["accuracy_ci"]  # the percentile interval as computed (not widened to hold the estimate)
+        assert 0 <= lo <= hi <= 1 and 0 < row["confidence"] < 1
         assert "params" in row
     assert rows["student_distilled"]["trainable_params"] < rows["student_distilled"]["params"]
     comps = {(c["a"], c["b"], c["metric"]) for c in results["comparisons"]}
@@ -244,3 +244,60 @@ def test_cross_fitting_labels_each_training_row_with_a_teacher_that_never_saw_it
     results = json.loads((out / "results.json").read_text())
     assert [f["fold"] for f in results["teacher_folds"]] == ["fold_0", "fold_1"]
     assert all(0 <= f["best"]["accuracy"] <= 1 for f in results["teacher_folds"])
+
+
+def test_a_training_file_missing_a_class_is_refused_before_any_folder_or_model(
+        tmp_path, capsys, tiny_llama_dir, tiny_bloom_dir, monkeypatch):
+    import csv
+
+    import findistill.teacher as teacher_mod
+
+    folder = tmp_path / "one-class"
+    folder.mkdir()
+    for name, n in (("sent_train.csv", 30), ("sent_valid.csv", 6)):
+        with open(folder / name, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["text", "label"])
+            writer.writerows([(f"$XYZ reports results #{i}", 2) for i in range(n - 1)] + [("$XYZ jumps", 1)])
+    monkeypatch.setattr(teacher_mod, "build_teacher", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    config = write_config(tmp_path / "c.yaml", tiny_llama_dir, tiny_bloom_dir)
+    out = tmp_path / "o"
+    assert main(["run", str(config), "--out", str(out), "--data-dir", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "too few: negative (0), positive (1)" in err[0]
+    assert not out.exists(), "a data error leaves no run folder behind"
+
+
+def test_tuned_verbalizer_teacher_is_read_without_the_configured_demonstrations(tmp_path, tiny_llama_dir,
+                                                                                tiny_bloom_dir, tiny_tfns_dir):
+    from findistill.config import load_config
+    from findistill.pipeline import Run
+
+    config = load_config(write_config(tmp_path / "c.yaml", tiny_llama_dir, tiny_bloom_dir,
+                                      teacher={"few_shot": 2, "finetune": {"enabled": True}}))
+    run = Run(config, tmp_path / "r", str(tiny_tfns_dir))
+    assert config.teacher.few_shot == 2 and run.teacher_config().few_shot == 0
+
+
+def test_teacher_speed_excludes_its_load_and_the_teacher_is_released_after_labelling(
+        tmp_path, tiny_llama_dir, tiny_bloom_dir, tiny_tfns_dir, monkeypatch):
+    import time as time_mod
+
+    import findistill.teacher as teacher_mod
+    from findistill.config import load_config
+    from findistill.pipeline import Prediction, Run
+
+    original = teacher_mod.build_teacher
+
+    def slow_load(*args, **kwargs):
+        time_mod.sleep(2.0)  # a model load far slower than labelling 24 tiny texts
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(teacher_mod, "build_teacher", slow_load)
+    run = Run(load_config(write_config(tmp_path / "c.yaml", tiny_llama_dir, tiny_bloom_dir)), tmp_path / "r",
+              str(tiny_tfns_dir))
+    run.stage_teacher_eval()
+    meta = Prediction.load(run.prediction_path("teacher")).meta
+    assert meta["examples_per_s"] > len(run.splits.eval) / 2.0, "the 2 s load must not count as inference"
+    run.stage_label()
+    assert run._teacher is None, "labelling ends with the teacher's weights freed"

@@ -447,6 +447,14 @@ def _raw_splits(cfg: DataConfig, data_dir: str | None) -> tuple[str, TextSplit, 
     return cfg.source, *_from_hub(cfg)
 
 
+def _check_classes(train: TextSplit, name: str) -> None:
+    """Every canonical class needs two training texts (one can go to the dev split); refuse before any model loads."""
+    counts = Counter(train.labels)
+    short = [f"{label} ({counts.get(i, 0)})" for i, label in enumerate(LABELS) if counts.get(i, 0) < 2]
+    if short:
+        raise DataError(f"training data of {name!r} needs at least 2 texts of every class; too few: {', '.join(short)}")
+
+
 def load_splits(cfg: DataConfig, data_dir: str | None = None) -> DatasetSplits:
     """Load train/dev/eval (+ transfer) for a run.
 
@@ -454,6 +462,7 @@ def load_splits(cfg: DataConfig, data_dir: str | None = None) -> DatasetSplits:
     the TFNS hub id, ``data_dir`` or ``$FINDISTILL_DATA_DIR``; else ``datasets.load_dataset(cfg.source)``.
     """
     name, train, evals = _raw_splits(cfg, data_dir)
+    _check_classes(train, name)
     train, dev = split_dev(train, cfg.dev_fraction, cfg.seed)
     train = stratified_subsample(train, cfg.max_train_examples, cfg.seed)
     dev = stratified_subsample(dev, cfg.max_dev_examples, cfg.seed)

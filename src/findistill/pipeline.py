@@ -85,7 +85,6 @@ class Run:
         if self._splits is None:
             _say("[data] loading splits")
             self._splits = load_splits(self.config.data, self.data_dir)
-            atomic_write_json(self.out / "data.json", self._splits.info())
         return self._splits
 
     def prediction_path(self, role: str) -> Path:
@@ -97,8 +96,10 @@ class Run:
         tuned = tuned or self.out / "teacher"
         if cfg.finetune.enabled:
             # method "head" saves a sequence classifier (canonical id2label); "verbalizer" a causal LM.
+            # The tuned teacher is read with the prompt it was tuned with: no demonstrations (few_shot 0), which
+            # its fingerprint records.
             kind = "classifier" if cfg.finetune.method == "head" else cfg.kind
-            cfg = dataclasses.replace(cfg, kind=kind, model=str(tuned), revision=None, label_map={},
+            cfg = dataclasses.replace(cfg, kind=kind, model=str(tuned), revision=None, label_map={}, few_shot=0,
                                       name=f"{cfg.display_name} (fine-tuned)")
         return cfg
 
@@ -231,6 +232,7 @@ class Run:
         if splits.transfer is not None and len(splits.transfer):
             _say(f"[label] teacher logits for {len(splits.transfer)} transfer texts")
             self.teacher_logits(splits.transfer)
+        self.release_teacher_model()  # the students train without the teacher in memory
 
     def stage_augment(self) -> dict | None:
         cfg = self.config.augment
@@ -320,9 +322,10 @@ class Run:
                               "selected_dev_metric": result.selected_dev_metric})
 
     def release_teacher_model(self) -> None:
-        """Free the teacher's weights before training: its logits are all in the cache by now."""
+        """Free the teacher's weights once its logits are stored; a later stage that needs it loads it again."""
         if self._teacher is not None and hasattr(self._teacher, "release"):
             self._teacher.release()
+        self._teacher = None
         gc.collect()
 
     def stage_student_ce(self) -> None:
@@ -376,9 +379,11 @@ def run(config: RunConfig, out_dir: str | Path, data_dir: str | None = None,
     if saved.is_file() and saved.read_text() != dump_config(config):
         # Finished stages are skipped by their outputs, so resuming under another config would mix two runs.
         raise ConfigError("", f"{out} holds a run of a different config ({saved}); use another --out or delete it")
+    r = Run(config, out, data_dir)
+    info = r.splits.info()  # data errors stop the run before anything is written
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, saved)
-    r = Run(config, out, data_dir)
+    atomic_write_json(out / "data.json", info)
     steps: dict[str, Callable[[], object]] = {
         "teacher_finetune": r.stage_teacher_finetune,
         "teacher_eval": r.stage_teacher_eval,

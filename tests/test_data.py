@@ -383,3 +383,25 @@ def test_stratified_folds_cover_every_row_once_and_keep_proportions():
     assert folds == stratified_folds(labels, 3, seed=0) and folds != stratified_folds(labels, 3, seed=1)
     with pytest.raises(DataError, match="positive"):
         stratified_folds([NEU] * 10 + [POS], 2, seed=0)
+
+
+def test_transfer_hub_id_reads_a_local_copy_beside_the_data_folder_else_the_hub(tmp_path, monkeypatch):
+    folder = write_tfns_folder(tmp_path / "data" / "tfns", n_train=40, n_valid=8)
+    copy = tmp_path / "data" / "news-topic"
+    copy.mkdir()
+    (copy / "b_valid.csv").write_text("text,label\nOil rallies as supply tightens,3\n")
+    (copy / "a_train.csv").write_text("text,label\nFed holds rates,1\n")
+
+    def no_hub(name):
+        raise AssertionError("the local copy must win")
+
+    _fake_datasets(monkeypatch, no_hub)
+    cfg = DataConfig(source=str(folder), transfer_files=["someone/news-topic"])
+    assert load_splits(cfg).transfer.texts == ["Fed holds rates", "Oil rallies as supply tightens"]
+
+    hub = {"train": {"text": ["Gold slips"], "label": [2]}, "validation": {"text": ["Bonds rally"], "label": [0]}}
+    _fake_datasets(monkeypatch, lambda name: hub if name == "someone/other-topic" else no_hub(name))
+    cfg = DataConfig(source=str(folder), transfer_files=["someone/other-topic"])
+    assert load_splits(cfg).transfer.texts == ["Gold slips", "Bonds rally"]
+    with pytest.raises(DataError, match="transfer file not found: missing.csv"):
+        load_splits(DataConfig(source=str(folder), transfer_files=["missing.csv"]))

@@ -90,7 +90,8 @@ class DataConfig:
         "Unlabelled texts (one per line .txt, CSV or JSONL with the text column; any label column is ignored) "
         "labelled by the teacher only; they get the KD loss only. Whitespace-normalised and de-duplicated; texts "
         "that also occur in the dev or evaluation split (case, whitespace and URLs normalised) are dropped and "
-        "counted. A relative path is read from the working directory, else from the parent of the TFNS data folder.",
+        "counted. A relative path is read from the working directory, else from the parent of the TFNS data folder; "
+        "a hub dataset id (owner/name) from a local copy there (<name>/*.csv), else from the hub (every split).",
         factory=list,
     )
     max_transfer_examples: int | None = _help("Seeded random subset of the transfer texts (after filtering).", None)
@@ -166,6 +167,9 @@ class VLLMSettings:
         "auto")
     enable_prefix_caching: bool = _help(
         "Reuse the KV cache of a shared prompt prefix (instruction, few-shot examples, chat header).", True)
+    enforce_eager: bool = _help(
+        "Skip vLLM's torch.compile warm-up (and CUDA graphs): the engine starts in seconds rather than minutes on a "
+        "CPU, and decodes more slowly.", False)
 
     def __post_init__(self):
         _check(self.tensor_parallel_size >= 1, "tensor_parallel_size", f"must be >= 1, got {self.tensor_parallel_size}")

@@ -356,13 +356,40 @@ def build_transfer(parts: Sequence[TextSplit], splits: dict[str, TextSplit], cap
     return TextSplit("transfer", kept, [-1] * len(kept)), report
 
 
-def _transfer_path(ref: str, data_folder: str | None) -> Path:
-    """A transfer file: as given (absolute or from the working directory), else beside the data folder."""
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def load_transfer_source(ref: str, text_column: str, data_folder: str | None) -> list[TextSplit]:
+    """The texts of one ``data.transfer_files`` entry (labels -1; any label column is ignored).
+
+    A file or a folder of ``*.csv`` files: as given (absolute or from the working directory), else beside the data
+    folder (``<data folder>/../<ref>``). A hub dataset id (``owner/name``) is read from a local copy beside the data
+    folder (``<data folder>/../<name>/*.csv``) when there is one, else with ``datasets.load_dataset`` (every split).
+    """
     path = Path(ref).expanduser()
-    if path.is_absolute() or path.exists() or not data_folder:
-        return path
-    beside = Path(data_folder).expanduser().parent / path
-    return beside if beside.exists() else path
+    beside = Path(data_folder).expanduser().parent if data_folder else None
+    candidates = [path] if path.is_absolute() else [path, *([beside / path] if beside else [])]
+    if _HUB_ID.fullmatch(ref) and beside is not None:
+        candidates.append(beside / ref.split("/")[1])
+    for candidate in candidates:
+        if candidate.is_file():
+            return [load_unlabelled(candidate, text_column)]
+        if candidate.is_dir() and sorted(candidate.glob("*.csv")):
+            return [load_unlabelled(f, text_column) for f in sorted(candidate.glob("*.csv"))]
+    if not _HUB_ID.fullmatch(ref) or path.suffix.lower() in (*TABLE_SUFFIXES, ".txt"):
+        raise DataError(f"transfer file not found: {ref}")
+    try:
+        import datasets
+
+        dsd = datasets.load_dataset(ref)
+    except Exception as err:  # noqa: BLE001 - any hub/network failure becomes one user-facing line
+        raise DataError(f"cannot load transfer dataset {ref!r} from the hub ({_first_line(err)})") from None
+    parts = []
+    for split in dsd:
+        rows, columns = _hub_rows(dsd[split])
+        parts.append(TextSplit("transfer", _texts(rows, columns, text_column, Path(f"{ref}[{split}]")),
+                               [-1] * len(rows)))
+    return parts
 
 
 def find_duplicates(splits: dict[str, TextSplit]) -> dict[str, Any]:
@@ -470,7 +497,7 @@ def load_splits(cfg: DataConfig, data_dir: str | None = None) -> DatasetSplits:
     transfer, transfer_report = None, {}
     if cfg.transfer_files:
         folder = data_dir or os.environ.get(DATA_DIR_ENV) or (cfg.source if Path(cfg.source).is_dir() else None)
-        parts = [load_unlabelled(_transfer_path(p, folder), cfg.text_column) for p in cfg.transfer_files]
+        parts = [part for ref in cfg.transfer_files for part in load_transfer_source(ref, cfg.text_column, folder)]
         transfer, transfer_report = build_transfer(parts, {"train": train, "dev": dev, "eval": evals},
                                                    cfg.max_transfer_examples, cfg.seed)
         logger.info("transfer texts: %d kept of %d read (%s)", transfer_report["kept"], transfer_report["read"],

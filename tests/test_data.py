@@ -351,8 +351,8 @@ def test_transfer_texts_overlapping_dev_or_eval_are_dropped_and_counted(tmp_path
     assert splits.transfer.texts == ["Fed holds rates https://t.co/1", "Oil rallies as supply tightens"]
     assert splits.transfer.labels == [-1, -1]
     report = splits.transfer_report
-    assert report == {"read": 7, "empty": 1, "duplicate": 1, "overlap_train": 1, "overlap_dev": 1,
-                      "overlap_eval": 1, "capped": 0, "kept": 2}
+    assert report == {"read": 7, "empty": 1, "duplicate": 1, "overlap_eval": 1, "overlap_dev": 1,
+                      "overlap_train": 1, "capped": 0, "kept": 2}
     info = splits.info()
     assert info["n_transfer"] == 2 and info["transfer"]["overlap_eval"] == 1
     json.dumps(info)

@@ -498,7 +498,8 @@ def load_splits(cfg: DataConfig, data_dir: str | None = None) -> DatasetSplits:
     if cfg.transfer_files:
         folder = data_dir or os.environ.get(DATA_DIR_ENV) or (cfg.source if Path(cfg.source).is_dir() else None)
         parts = [part for ref in cfg.transfer_files for part in load_transfer_source(ref, cfg.text_column, folder)]
-        transfer, transfer_report = build_transfer(parts, {"train": train, "dev": dev, "eval": evals},
+        # a text in several splits counts as a leak into the first of these: evaluation, dev, train
+        transfer, transfer_report = build_transfer(parts, {"eval": evals, "dev": dev, "train": train},
                                                    cfg.max_transfer_examples, cfg.seed)
         logger.info("transfer texts: %d kept of %d read (%s)", transfer_report["kept"], transfer_report["read"],
                     ", ".join(f"{k} {v}" for k, v in transfer_report.items() if k not in ("read", "kept") and v))

@@ -1,7 +1,7 @@
 """The distillation frontier: accuracy against throughput for students of several sizes, CE-only vs distilled.
 
     python benchmarks/frontier.py                                  # every cell of the grid, resumable
-    python benchmarks/frontier.py --sizes 2 --seeds 3 --variants ce,kd_transfer --worker 0/2   # one of two workers
+    taskset -c 1 python benchmarks/frontier.py --sizes 2 --variants ce   # any number of workers, e.g. one per core
     python benchmarks/frontier.py --timing                         # onnx-int8 speed per size (idle machine!)
     python benchmarks/frontier.py --report                         # rebuild results.json / report.md / plot
 
@@ -20,8 +20,10 @@ scores it on the evaluation split. Variants:
   see the row (needs ``teacher.finetune.cross_fit_folds``).
 
 A finished cell writes ``<run-dir>/cells/<cell>/cell.json`` last and is never re-run, so an interrupted benchmark
-resumes cell by cell and can be built up over several invocations (``--worker i/N`` splits the cells between N
-processes, e.g. one per core). ``--report`` merges whatever cells exist: per row the mean ± sd over seeds, each
+resumes cell by cell and can be built up over several invocations. Several workers may run at once (one per core
+is the fastest layout on a small CPU): each claims a cell (``<cell>/claim``, holding its pid) before training it and
+skips cells a live worker holds; the teacher is prepared by one worker while the others wait.
+``--report`` merges whatever cells exist: per row the mean ± sd over seeds, each
 seed's accuracy with its bootstrap CI, and per seed the paired bootstrap and McNemar test of each variant against
 ``ce``; a gain is called a gain only when the paired CI is above zero on every seed. ``--timing`` exports the first
 seed's ``kd_transfer`` student of each size to onnx-int8 and measures texts/s over the evaluation texts (the
@@ -79,7 +81,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--transfer-epochs", type=float, default=None,
                    help="epochs of the kd_transfer cells over gold + transfer texts (default: train.epochs); "
                         "ce_matched follows their step count")
-    p.add_argument("--worker", default="0/1", help="i/N: run only every N-th cell, starting at i (default 0/1)")
     p.add_argument("--timing", action="store_true", help="measure onnx-int8 speed per size (needs idle cores)")
     p.add_argument("--report", action="store_true", help="only rebuild the report from the finished cells")
     p.add_argument("--run-dir", default=None, help="run folder (default: runs/<config name>, git-ignored)")
@@ -90,12 +91,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     try:
         args.size_list = [int(s) for s in args.sizes.split(",") if s.strip()]
-        i, n = (int(x) for x in args.worker.split("/"))
     except ValueError:
-        p.error("--sizes takes integers like 6,3,2 and --worker takes i/N")
-    if not 0 <= i < n:
-        p.error("--worker i/N needs 0 <= i < N")
-    args.worker_index, args.workers = i, n
+        p.error("--sizes takes integers like 6,3,2")
     args.variant_list = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in args.variant_list if v not in VARIANTS]
     if unknown:
@@ -108,6 +105,42 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def grid(sizes: list[int], variants: list[str], seeds: int) -> list[Cell]:
     """Seed-major order: a partial run leaves whole seeds of every size, not all seeds of one size."""
     return [Cell(size, variant, seed) for seed in SEEDS[:seeds] for size in sizes for variant in variants]
+
+
+# --------------------------------------------------------------------------------------------- workers
+
+
+def claim(path: Path) -> bool:
+    """Take ``path`` for this process: True when it was free or its holder is dead, False when a live worker has it."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = int(path.read_text() or 0)
+                os.kill(holder, 0)
+                return holder == os.getpid()
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                path.unlink(missing_ok=True)  # a dead worker's claim
+                continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        return True
+    return False
+
+
+def prepare_teacher_once(run) -> None:
+    """:func:`prepare_teacher` in one worker; the others wait for it."""
+    lock = run.out / "teacher.claim"
+    while not claim(lock):
+        time.sleep(30)
+    try:
+        prepare_teacher(run)
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------- teacher
@@ -453,16 +486,16 @@ def _main(argv: list[str]) -> int:
                 print(f"[frontier] L{size}: {measured['texts_per_s']} texts/s onnx-int8, batch-1 p50 "
                       f"{measured['batch1_p50_ms']} ms", flush=True)
     elif not args.report:
-        cells = grid(args.size_list, args.variant_list, args.seeds)[args.worker_index::args.workers]
+        cells = grid(args.size_list, args.variant_list, args.seeds)
         if any(c.variant in TEACHER_VARIANTS for c in cells):
-            prepare_teacher(run)
+            prepare_teacher_once(run)
         started = time.perf_counter()
         for cell in cells:
             folder = cells_dir / cell.name
-            if (folder / "cell.json").is_file():
+            if (folder / "cell.json").is_file() or not claim(folder / "claim"):
                 continue
-            folder.mkdir(parents=True, exist_ok=True)
             info = run_cell(run, cell, folder, args.transfer_epochs or config.train.epochs)
+            (folder / "claim").unlink(missing_ok=True)
             print(f"[frontier] {cell.name} done in {info['train_wall_time_s'] / 60:.1f} min "
                   f"({(time.perf_counter() - started) / 60:.1f} min this invocation)", flush=True)
     results = build_report(run, cells_dir, timing, command)

@@ -64,3 +64,24 @@ def test_frontier_cells_resume_and_report(tmp_path, tiny_bert_classifier_dir, ti
     assert timing["variant"] == "kd_transfer" and timing["texts_per_s"] > 0 and timing["batch1_p50_ms"] > 0
     assert rows[(1, "kd_transfer")]["params"] > 0
     assert (out / "frontier.png").stat().st_size > 0
+
+
+def test_a_cell_claimed_by_a_live_worker_is_skipped_and_a_dead_workers_claim_is_taken(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    bench = load_benchmark("frontier")
+    mine = tmp_path / "a" / "claim"
+    assert bench.claim(mine) and bench.claim(mine)  # this process holds it
+    assert mine.read_text() == str(os.getpid())
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        held = tmp_path / "b" / "claim"
+        held.parent.mkdir()
+        held.write_text(str(other.pid))
+        assert not bench.claim(held)
+    finally:
+        other.kill()
+        other.wait()
+    assert bench.claim(held) and held.read_text() == str(os.getpid())  # its holder died

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from findistill.config import ConfigError, RunConfig, describe, dump_config, from_dict, load_config
+from findistill.config import ConfigError, RunConfig, dump_config, from_dict, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(ROOT.glob("configs/*.yaml")) + sorted(ROOT.glob("benchmarks/configs/*.yaml"))
@@ -93,5 +93,14 @@ def test_overrides_and_missing_file(tmp_path):
 
 
 def test_every_field_has_help():
-    rows = describe()
-    assert rows and all(help_ for _, _, help_ in rows)
+    import dataclasses
+
+    def missing(cls, prefix=""):
+        for f in dataclasses.fields(cls):
+            hint = __import__("typing").get_type_hints(cls)[f.name]
+            if dataclasses.is_dataclass(hint):
+                yield from missing(hint, f"{prefix}{f.name}.")
+            elif not f.metadata.get("help"):
+                yield f"{prefix}{f.name}"
+
+    assert list(missing(RunConfig)) == []

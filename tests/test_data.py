@@ -21,7 +21,6 @@ from findistill.data import (
     load_splits,
     load_table,
     load_unlabelled,
-    majority_class,
     normalize_text,
     overlap_key,
     stratified_folds,
@@ -292,10 +291,6 @@ def test_stratified_subsample_and_majority():
     assert stratified_subsample(split, 500, seed=0).texts == split.texts
     tiny = stratified_subsample(split, 3, seed=0)
     assert sorted(tiny.labels) == [NEG, NEU, POS]  # every class kept when n allows
-    assert majority_class(split.labels) == NEU
-    assert majority_class([NEG, POS, -1, -1, -1]) == NEG  # tie -> lowest id; -1 ignored
-    with pytest.raises(DataError):
-        majority_class([-1])
     assert len(split.subset([3, 1])) == 2 and split.subset([3, 1]).texts == ["t3", "t1"]
 
 

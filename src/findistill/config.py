@@ -497,17 +497,3 @@ def save_config(config: Any, path: str | Path) -> None:
     from findistill.io_utils import atomic_write_text
 
     atomic_write_text(Path(path), dump_config(config))
-
-
-def describe(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(key, default, help) for every field, for `findistill config --help`-style listings."""
-    rows = []
-    for f in dataclasses.fields(cls):
-        key = f"{prefix}{f.name}"
-        hint = typing.get_type_hints(cls)[f.name]
-        if dataclasses.is_dataclass(hint):
-            rows.extend(describe(hint, key + "."))
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        rows.append((key, repr(default), f.metadata.get("help", "")))
-    return rows

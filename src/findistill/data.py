@@ -223,14 +223,6 @@ def load_unlabelled(path: str | Path, text_column: str = "text", name: str = "tr
 # --------------------------------------------------------------------------------------------- sampling
 
 
-def majority_class(labels: Sequence[int]) -> int:
-    """The most frequent gold label (ties -> the lowest id); ``-1`` entries are ignored."""
-    counts = Counter(int(label) for label in labels if label >= 0)
-    if not counts:
-        raise DataError("majority_class: no labelled examples")
-    return max(sorted(counts), key=lambda label: counts[label])
-
-
 def _allocate(class_sizes: dict[int, int], n: int) -> dict[int, int]:
     """Split ``n`` over classes proportionally (largest remainder), at least one per class when n allows."""
     total = sum(class_sizes.values())

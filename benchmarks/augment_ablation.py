@@ -116,13 +116,14 @@ def collect(run_dir: Path, configs: dict[str, Any], results: dict[str, dict], da
 
 
 def _ci(r: dict, k: str) -> str:
-    return f"{r[k]:.4f} [{r[k + '_ci95'][0]:.4f}, {r[k + '_ci95'][1]:.4f}]"
+    return f"{r[k]:.4f} [{r[k + '_ci'][0]:.4f}, {r[k + '_ci'][1]:.4f}]"
 
 
 def render(results: dict, config_yaml: str) -> str:
-    from findistill.report import human_params, render_comparisons
+    from findistill.report import human_params, level_label, render_comparisons
 
     m, d = results["machine"], results["dataset"]
+    level = level_label(results["rows"])
     lines = ["# Paraphrase-augmentation ablation", "", f"- Command: `{results['command']}`",
              f"- Date: {results['created']}",
              f"- Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads)"
@@ -131,8 +132,8 @@ def render(results: dict, config_yaml: str) -> str:
              f"; wall time {results['total_wall_time_s'] / 60:.1f} min",
              f"- Budget: every student trains {results['budget_steps']} optimizer steps (the KD-only student's "
              "epochs); augmented students see the same number of examples, drawn from a larger pool.", "",
-             "## Results", "", "| model | role | params | accuracy [95% CI] | macro-F1 [95% CI] | train examples | "
-             "train time (s) |", "|---|---|---:|---:|---:|---:|---:|"]
+             "## Results", "", f"| model | role | params | accuracy [{level}] | macro-F1 [{level}] | "
+             "train examples | train time (s) |", "|---|---|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
         wall = r.get("train_wall_time_s")
         lines.append(f"| {r['name']} | {r['role']} | {human_params(r.get('params'))} | {_ci(r, 'accuracy')} | "
@@ -202,7 +203,7 @@ def _main(argv: list[str]) -> int:
     atomic_write_json(out / "results.json", merged)
     atomic_write_text(out / "report.md", render(merged, dump_config(base)))
     for c in merged["comparisons"]:
-        lo, hi = c["ci95"]
+        lo, hi = c["ci"]
         print(f"{c['name']}, {c['metric']}: {c['diff'] * 100:+.2f} points [{lo * 100:+.2f}, {hi * 100:+.2f}]")
     print(f"\nablation report: {out / 'report.md'}")
     return 0

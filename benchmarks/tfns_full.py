@@ -108,17 +108,17 @@ def check_targets(rows: dict[str, dict], comps: dict[tuple[str, str, str], dict]
                            f"gap {gaps[0] * 100:+.1f} / {gaps[1] * 100:+.1f} points"))
     gain = comps.get(("student_distilled", "student_ce", "accuracy"))
     if gain:
-        lo = gain["ci95"][0]
+        lo = gain["ci"][0]
         out.append(_target(f"distilled − CE-only accuracy >= +{TARGETS['gain'] * 100:.1f} point, paired CI > 0",
                            gain["diff"] >= TARGETS["gain"] and lo > 0,
-                           f"{gain['diff'] * 100:+.2f} points [{lo * 100:+.2f}, {gain['ci95'][1] * 100:+.2f}]",
+                           f"{gain['diff'] * 100:+.2f} points [{lo * 100:+.2f}, {gain['ci'][1] * 100:+.2f}]",
                            f"gap {(gain['diff'] - TARGETS['gain']) * 100:+.2f} points; CI low {lo * 100:+.2f}"))
     strong = comps.get(("teacher", "student_ce", "accuracy"))
     if strong:
-        lo = strong["ci95"][0]
+        lo = strong["ci"][0]
         out.append(_target("fine-tuned teacher clearly stronger than the CE-only student (paired accuracy CI > 0)",
                            lo > 0, f"{strong['diff'] * 100:+.2f} points [{lo * 100:+.2f}, "
-                           f"{strong['ci95'][1] * 100:+.2f}]", f"CI low {lo * 100:+.2f} points (needs > 0)"))
+                           f"{strong['ci'][1] * 100:+.2f}]", f"CI low {lo * 100:+.2f} points (needs > 0)"))
     return out
 
 
@@ -178,7 +178,7 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 
 def render(results: dict, config_yaml: str) -> str:
-    from findistill.report import human_params, render_comparisons
+    from findistill.report import human_params, level_label, render_comparisons
 
     m, d = results["machine"], results["dataset"]
     title = "TFNS full benchmark" + (" — quick smoke run (subsets; not the benchmark)" if results["quick"] else "")
@@ -192,10 +192,11 @@ def render(results: dict, config_yaml: str) -> str:
              "|---|---|---|---|"]
     for t in results["targets"]:
         lines.append(f"| {t['target']} | {t['value']} | **{t['status']}** | {t['detail']} |")
-    lines += ["", "## Results", "", "| model | role | params | accuracy [95% CI] | macro-F1 [95% CI] | "
+    level = level_label(results["rows"])
+    lines += ["", "## Results", "", f"| model | role | params | accuracy [{level}] | macro-F1 [{level}] | "
               "train time (s) | examples/s |", "|---|---|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
-        ci = lambda k: f"{r[k]:.4f} [{r[k + '_ci95'][0]:.4f}, {r[k + '_ci95'][1]:.4f}]"  # noqa: E731
+        ci = lambda k: f"{r[k]:.4f} [{r[k + '_ci'][0]:.4f}, {r[k + '_ci'][1]:.4f}]"  # noqa: E731
         lines.append(f"| {r['name']} | {r['role']} | {human_params(r.get('params'))} | {ci('accuracy')} | "
                      f"{ci('macro_f1')} | {_fmt(r.get('train_wall_time_s'))} | {_fmt(r.get('examples_per_s'))} |")
     lines += ["", "Intervals: percentile bootstrap over evaluation rows; train time excludes model loading; "

@@ -125,8 +125,12 @@ def test_paired_bootstrap_self_is_zero(metric):
     res = paired_bootstrap(y, p, p, metric, n_samples=300, confidence=0.95, seed=0)
     assert res["metric"] == metric
     assert res["diff"] == 0.0
-    assert res["ci95"] == [0.0, 0.0]
-    assert res["p_value"] == 1.0
+    assert res["ci"] == [0.0, 0.0] and res["confidence"] == 0.95
+    assert "ci95" not in res and "p_value" not in res
+    if metric == "accuracy":
+        assert res["mcnemar_p"] == 1.0 and res["discordant"] == [0, 0]
+    else:
+        assert "mcnemar_p" not in res
 
 
 @pytest.mark.parametrize("metric", ["accuracy", "macro_f1"])
@@ -137,13 +141,14 @@ def test_paired_bootstrap_better_model(metric):
     res = paired_bootstrap(y, strong, weak, metric, n_samples=500, confidence=0.95, seed=0, name_a="s", name_b="w")
     full = classification_metrics(y, strong)[metric] - classification_metrics(y, weak)[metric]
     assert res["diff"] == pytest.approx(full)
-    assert 0 < res["ci95"][0] <= res["diff"] <= res["ci95"][1]
-    assert res["p_value"] < 0.01
+    assert 0 < res["ci"][0] <= res["diff"] <= res["ci"][1]
     assert (res["a"], res["b"]) == ("s", "w")
     flipped = paired_bootstrap(y, weak, strong, metric, n_samples=500, confidence=0.95, seed=0)
     assert flipped["diff"] == pytest.approx(-res["diff"])
-    assert flipped["ci95"][1] < 0
-    assert flipped["p_value"] == res["p_value"]
+    assert flipped["ci"][1] < 0
+    if metric == "accuracy":
+        assert res["mcnemar_p"] < 1e-6
+        assert flipped["mcnemar_p"] == res["mcnemar_p"] and flipped["discordant"] == res["discordant"][::-1]
 
 
 def test_paired_bootstrap_p_value_is_large_for_equal_models():
@@ -152,8 +157,51 @@ def test_paired_bootstrap_p_value_is_large_for_equal_models():
     a = np.where(rng.random(600) < 0.7, y, rng.integers(0, 3, size=600))
     b = np.where(rng.random(600) < 0.7, y, rng.integers(0, 3, size=600))
     res = paired_bootstrap(y, a, b, "accuracy", n_samples=500, confidence=0.95, seed=0)
-    assert res["ci95"][0] < 0 < res["ci95"][1]
-    assert res["p_value"] > 0.05
+    assert res["ci"][0] < 0 < res["ci"][1]
+    assert res["mcnemar_p"] > 0.05
+
+
+def test_mcnemar_is_the_exact_binomial_test_on_discordant_rows():
+    """2 rows where only a is right, 9 where only b is right, 9 where both agree: p = 2 * P(X <= 2), X ~ B(11, 1/2)."""
+    from math import comb
+
+    from findistill.evaluate import mcnemar_exact
+
+    y = np.zeros(20, dtype=int)
+    a = np.array([0] * 2 + [1] * 9 + [0] * 5 + [2] * 4)  # right on rows 0-1 and 11-15
+    b = np.array([2] * 2 + [0] * 9 + [0] * 5 + [1] * 4)  # right on rows 2-15
+    res = paired_bootstrap(y, a, b, "accuracy", n_samples=200, confidence=0.9, seed=0)
+    exact = 2 * sum(comb(11, k) for k in range(3)) / 2 ** 11
+    assert res["discordant"] == [2, 9] and res["mcnemar_p"] == pytest.approx(exact, rel=1e-12)
+    assert res["confidence"] == 0.9 and res["diff"] == pytest.approx((7 - 14) / 20)
+    assert mcnemar_exact(y, a, b) == {"mcnemar_p": res["mcnemar_p"], "discordant": [2, 9]}
+    # only discordant rows count: adding rows where both are right or both wrong changes nothing
+    y2, a2, b2 = (np.concatenate([v, extra]) for v, extra in ((y, [0, 1]), (a, [0, 2]), (b, [0, 0])))
+    assert mcnemar_exact(y2, a2, b2)["mcnemar_p"] == res["mcnemar_p"]
+
+
+def test_interval_keys_name_no_level_and_store_it():
+    y, p = _random(300, 4)
+    logits = np.eye(3, dtype=np.float32)[p]
+    for level in (0.8, 0.95):
+        row = evaluate_row("m", "student_ce", y, logits, EvalConfig(bootstrap_samples=200, confidence=level))
+        assert row["confidence"] == level
+        assert not [k for k in row if "95" in k]
+        for metric in ("accuracy", "macro_f1"):
+            assert row[f"{metric}_ci"] == list(bootstrap_ci(y, p, metric, n_samples=200, confidence=level, seed=0))
+    narrow = evaluate_row("m", "student_ce", y, logits, EvalConfig(bootstrap_samples=200, confidence=0.8))
+    assert narrow["accuracy_ci"][1] - narrow["accuracy_ci"][0] < row["accuracy_ci"][1] - row["accuracy_ci"][0]
+
+
+def test_interval_is_kept_as_computed_not_widened():
+    """A tiny sample whose 51 % percentile interval misses the point estimate: the row keeps the interval."""
+    y = np.array([2, 2, 1, 2, 1, 0, 1])
+    p = np.array([0, 2, 1, 0, 2, 0, 0])
+    cfg = EvalConfig(bootstrap_samples=100, confidence=0.51, seed=0)
+    row = evaluate_row("tiny", "student_ce", y, np.eye(3, dtype=np.float32)[p], cfg)
+    lo, hi = bootstrap_ci(y, p, "macro_f1", n_samples=100, confidence=0.51, seed=0)
+    assert row["macro_f1_ci"] == [lo, hi]
+    assert not lo <= row["macro_f1"] <= hi  # 0.433 outside [0.244, 0.418]: reported as it is
 
 
 # --------------------------------------------------------------------------------------------- rows
@@ -167,7 +215,7 @@ def test_evaluate_row_keys_and_agreement():
     teacher = logits + rng.normal(scale=0.5, size=logits.shape)
     row = evaluate_row("student", "student_distilled", y, logits, EVAL, reference_logits=teacher,
                        params=22_700_000, trainable_params=1000, train_wall_time_s=3.5, examples_per_s=900.0)
-    for key in ("name", "role", "n", "accuracy", "macro_f1", "accuracy_ci95", "macro_f1_ci95", "per_class",
+    for key in ("name", "role", "n", "accuracy", "macro_f1", "accuracy_ci", "macro_f1_ci", "confidence", "per_class",
                 "confusion_matrix", "agreement_with_teacher", "params", "trainable_params", "train_wall_time_s",
                 "examples_per_s"):
         assert key in row
@@ -175,7 +223,7 @@ def test_evaluate_row_keys_and_agreement():
     assert row["accuracy"] == pytest.approx(accuracy_score(y, logits.argmax(1)))
     assert row["agreement_with_teacher"] == pytest.approx(np.mean(logits.argmax(1) == teacher.argmax(1)))
     for metric in ("accuracy", "macro_f1"):
-        lo, hi = row[f"{metric}_ci95"]
+        lo, hi = row[f"{metric}_ci"]
         assert lo <= row[metric] <= hi
     assert "predictions" not in row and "logits" not in row
     with pytest.raises(ValueError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,8 +65,11 @@ def test_build_results_keeps_extra_and_is_json(parts):
     [
         (lambda r: r.update(role="student_magic"), "role"),
         (lambda r: r.pop("macro_f1"), "missing"),
-        (lambda r: r.update(accuracy_ci95=[r["accuracy"] + 0.01, r["accuracy"] + 0.05]), "does not contain"),
-        (lambda r: r.update(macro_f1_ci95=[0.1]), "lo, hi"),
+        (lambda r: r.update(accuracy_ci=[0.5, 1.2]), "inside"),
+        (lambda r: r.update(macro_f1_ci=[0.1]), "lo, hi"),
+        (lambda r: r.update(accuracy_ci=[0.6, 0.5]), "lo 0.6 > hi"),
+        (lambda r: r.pop("confidence"), "missing keys confidence"),
+        (lambda r: r.update(confidence=95), "confidence"),
         (lambda r: r.update(accuracy=float("nan")), "finite"),
     ],
 )
@@ -80,8 +84,12 @@ def test_build_results_rejects_bad_rows(parts, mutate, message):
 def test_build_results_rejects_bad_comparison_and_clash(parts):
     rows, comps = parts
     bad = copy.deepcopy(comps)
-    bad[0]["p_value"] = 2.0
-    with pytest.raises(ValueError, match="p_value"):
+    bad[0]["mcnemar_p"] = 2.0
+    with pytest.raises(ValueError, match="mcnemar_p"):
+        build_results(DATASET, rows, bad)
+    bad = copy.deepcopy(comps)
+    bad[1]["ci95"] = bad[1].pop("ci")
+    with pytest.raises(ValueError, match="missing keys ci"):
         build_results(DATASET, rows, bad)
     with pytest.raises(ValueError):
         build_results(DATASET, rows, comps, rows=[])
@@ -110,20 +118,32 @@ def test_render_table(parts):
     for row in rows:
         assert row["name"] in table
     kd = rows[3]
-    lo, hi = kd["accuracy_ci95"]
+    lo, hi = kd["accuracy_ci"]
     assert f"{kd['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]" in table
     assert "22.7M" in table and "6.74B" in table
     # No agreement column when no row has one.
     assert "agreement" not in render_table(rows[:2])
 
 
+def test_render_table_names_the_level(parts):
+    rows, _ = parts
+    assert "accuracy [95% CI]" in render_table(rows)
+    at90 = [dict(r, confidence=0.9) for r in rows]
+    assert "accuracy [90% CI]" in render_table(at90) and "95%" not in render_table(at90)
+    assert "accuracy [CI]" in render_table(at90[:2] + rows[2:])  # mixed levels: no single level claimed
+
+
 def test_render_comparisons():
-    text = render_comparisons([{"metric": "accuracy", "diff": 0.012, "ci95": [-0.003, 0.027], "p_value": 0.14,
-                                "a": "distilled", "b": "CE-only"},
-                               {"metric": "macro_f1", "diff": 0.05, "ci95": [0.03, 0.07], "p_value": 0.0,
-                                "n_samples": 1000, "name": "KD gain"}])
-    assert "- distilled − CE-only, accuracy: +0.012 [−0.003, +0.027], p = 0.140" in text
-    assert "KD gain, macro-F1: +0.050 [+0.030, +0.070], p < 0.001" in text
+    text = render_comparisons([{"metric": "accuracy", "diff": 0.012, "ci": [-0.003, 0.027], "confidence": 0.95,
+                                "mcnemar_p": 0.14, "discordant": [30, 20], "a": "distilled", "b": "CE-only"},
+                               {"metric": "macro_f1", "diff": 0.05, "ci": [0.03, 0.07], "confidence": 0.9,
+                                "n_samples": 1000, "name": "KD gain"},
+                               {"metric": "accuracy", "diff": 0.1, "ci": [0.05, 0.15], "confidence": 0.95,
+                                "mcnemar_p": 1e-9, "name": "big"}])
+    assert ("- distilled − CE-only, accuracy: +0.012 [−0.003, +0.027] (95% CI); McNemar exact p = 0.140 "
+            "(30 vs 20 discordant rows)") in text
+    assert "- KD gain, macro-F1: +0.050 [+0.030, +0.070] (90% CI)\n" in text
+    assert "- big, accuracy: +0.100 [+0.050, +0.150] (95% CI); McNemar exact p < 0.001" in text
 
 
 def test_render_report_sections(parts):
@@ -138,7 +158,7 @@ def test_render_report_sections(parts):
     assert "| model | role | params |" in md
     for row in rows:
         assert row["name"] in md
-    assert "distilled − CE-only, accuracy:" in md
+    assert "distilled − CE-only, accuracy:" in md and "McNemar exact p" in md and "95% CI" in md
     assert "## Per-class F1" in md and "## Confusion matrices" in md
     assert "## Augmentation" in md and "kept 7" in md and "near_copy 2" in md and "Apple shares surge" in md
     assert "```yaml\nname: demo\ntrain:\n  epochs: 2\n```" in md
@@ -170,3 +190,30 @@ def test_load_results_errors(tmp_path):
     (tmp_path / "invalid.json").write_text(json.dumps({"dataset": {}, "rows": [], "comparisons": []}))
     with pytest.raises(DataError, match="rows"):
         load_results(tmp_path / "invalid.json")
+
+
+COMMITTED = sorted(p for p in (Path(__file__).resolve().parents[1] / "benchmarks" / "results").glob("*/results.json")
+                   if "rows" in json.loads(p.read_text()))
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.parent.name)
+def test_committed_results_with_old_key_names_still_load_and_render(path):
+    """benchmarks/results/ hold documents written with accuracy_ci95 / ci95 / p_value: they load under the new names."""
+    old = json.loads(path.read_text())
+    res = load_results(path)
+    assert not [k for r in res["rows"] for k in r if k.endswith("_ci95")]
+    for new_row, old_row in zip(res["rows"], old["rows"]):
+        assert new_row["accuracy_ci"] == old_row.get("accuracy_ci95", old_row.get("accuracy_ci"))
+        assert new_row["confidence"] == 0.95
+    for comp in res["comparisons"]:
+        assert "ci" in comp and "ci95" not in comp and "p_value" not in comp
+    md = render_report(res)
+    assert "accuracy [95% CI]" in md and "## Paired comparisons" in md
+
+
+def test_upgrade_legacy_leaves_current_documents_alone(parts):
+    from findistill.report import upgrade_legacy
+
+    rows, comps = parts
+    res = build_results(DATASET, rows, comps)
+    assert upgrade_legacy(res) == res

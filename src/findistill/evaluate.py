@@ -1,4 +1,5 @@
-"""Evaluation: batched inference, classification metrics, bootstrap confidence intervals, paired bootstrap.
+"""Evaluation: batched inference, classification metrics, bootstrap confidence intervals, paired bootstrap with
+the exact McNemar test.
 
 Everything works on class ids in the canonical order of :data:`findistill.config.LABELS` and on logit
 matrices ``[N, C]`` in that order. Results rows (plain JSON-able dicts) are built by :func:`evaluate_row` and
@@ -227,6 +228,24 @@ def bootstrap_ci(
     return _percentile_ci(stats, confidence)
 
 
+def mcnemar_exact(y_true: Any, pred_a: Any, pred_b: Any, num_classes: int = len(LABELS)) -> dict[str, Any]:
+    """The exact (binomial) McNemar test of paired accuracy: do ``a`` and ``b`` err on different rows more often in
+    one direction than chance allows?
+
+    Only discordant rows count: ``b01`` rows where ``a`` is right and ``b`` wrong, ``b10`` the reverse. Under the null
+    hypothesis (equal accuracy) ``b01 ~ Binomial(b01 + b10, 1/2)``; the p-value is scipy's two-sided exact binomial
+    test. No discordant row at all gives p = 1.
+    """
+    from scipy.stats import binomtest
+
+    t, a = _pair(y_true, pred_a, num_classes)
+    _, b = _pair(y_true, pred_b, num_classes)
+    a_ok, b_ok = a == t, b == t
+    b01, b10 = int(np.sum(a_ok & ~b_ok)), int(np.sum(~a_ok & b_ok))
+    p = 1.0 if b01 + b10 == 0 else float(binomtest(b01, b01 + b10, 0.5, alternative="two-sided").pvalue)
+    return {"mcnemar_p": min(1.0, p), "discordant": [b01, b10]}
+
+
 def paired_bootstrap(
     y_true: Any,
     pred_a: Any,
@@ -242,13 +261,13 @@ def paired_bootstrap(
 ) -> dict[str, Any]:
     """Paired bootstrap of ``metric(a) - metric(b)``: both models are scored on the same resampled rows.
 
-    Returns ``{"metric", "diff", "ci95": [lo, hi], "p_value", "n_samples", "confidence"}`` (plus ``"a"``/``"b"``
-    when names are given). ``diff`` is measured on the full set; ``ci95`` is the percentile interval of the
-    resampled differences at ``confidence`` (the key keeps its name at other levels).
+    Returns ``{"metric", "diff", "ci": [lo, hi], "confidence", "n_samples"}`` (plus ``"a"``/``"b"`` when names
+    are given). ``diff`` is measured on the full set; ``ci`` is the percentile interval of the resampled
+    differences at ``confidence``, as computed (not widened to contain ``diff``).
 
-    ``p_value`` is two-sided: twice the share of resampled differences on the other side of 0 from ``diff``
-    (``<= 0`` when ``diff > 0``, ``>= 0`` when ``diff < 0``), capped at 1; it is 1 when ``diff == 0``. A value of
-    0 means fewer than one resample in ``n_samples`` crossed 0, i.e. ``p < 1 / n_samples``.
+    For accuracy, the exact McNemar test of the same pair is added: ``mcnemar_p`` (two-sided, exact binomial on
+    the discordant rows) and ``discordant`` = ``[a right and b wrong, a wrong and b right]``. Macro-F1 has no
+    per-row test; its comparison carries the interval only.
     """
     _check_metric(metric, n_samples, confidence)
     t, a = _pair(y_true, pred_a, num_classes)
@@ -260,23 +279,20 @@ def paired_bootstrap(
         ]
     )
     diff = _metric_full(metric, t, a, num_classes) - _metric_full(metric, t, b, num_classes)
-    # Identical predictions give exact zeros; tiny float noise elsewhere must not flip the side of 0.
+    # Identical predictions give exact zeros; tiny float noise must not show as a difference.
     diffs = np.where(np.abs(diffs) < 1e-12, 0.0, diffs)
     if abs(diff) < 1e-12:
-        diff, p_value = 0.0, 1.0
-    elif diff > 0:
-        p_value = min(1.0, 2.0 * float(np.mean(diffs <= 0)))
-    else:
-        p_value = min(1.0, 2.0 * float(np.mean(diffs >= 0)))
+        diff = 0.0
     lo, hi = _percentile_ci(diffs, confidence)
     out: dict[str, Any] = {
         "metric": metric,
         "diff": float(diff),
-        "ci95": [lo, hi],
-        "p_value": p_value,
-        "n_samples": int(n_samples),
+        "ci": [lo, hi],
         "confidence": float(confidence),
+        "n_samples": int(n_samples),
     }
+    if metric == "accuracy":
+        out.update(mcnemar_exact(t, a, b, num_classes))
     if name_a is not None:
         out["a"] = name_a
     if name_b is not None:
@@ -299,7 +315,8 @@ def agreement(pred_a: Any, pred_b: Any) -> float:
 # --------------------------------------------------------------------------------------------- results rows
 
 _CORE_KEYS = frozenset(
-    {"name", "role", "n", "accuracy", "accuracy_ci95", "macro_f1", "macro_f1_ci95", "per_class", "confusion_matrix"}
+    {"name", "role", "n", "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "confidence", "per_class",
+     "confusion_matrix"}
 )
 
 
@@ -311,10 +328,10 @@ def _row(name: str, role: str, y_true: Any, y_pred: np.ndarray, eval_cfg: EvalCo
             y_true, y_pred, metric, n_samples=eval_cfg.bootstrap_samples, confidence=eval_cfg.confidence,
             seed=eval_cfg.seed,
         )
-        value = metrics[metric]
-        # A percentile interval can miss the point estimate in degenerate tiny samples; widen it to include it.
-        row[metric] = value
-        row[f"{metric}_ci95"] = [min(lo, value), max(hi, value)]
+        # The percentile interval as computed: in tiny or degenerate samples it can miss the point estimate.
+        row[metric] = metrics[metric]
+        row[f"{metric}_ci"] = [lo, hi]
+    row["confidence"] = float(eval_cfg.confidence)
     row["per_class"] = metrics["per_class"]
     row["confusion_matrix"] = metrics["confusion_matrix"]
     return row
@@ -339,7 +356,8 @@ def evaluate_row(
 ) -> dict[str, Any]:
     """A results row for one model from its eval-set logits ``[N, C]``.
 
-    Keys: name, role, n, accuracy, accuracy_ci95, macro_f1, macro_f1_ci95, per_class, confusion_matrix, then
+    Keys: name, role, n, accuracy, accuracy_ci, macro_f1, macro_f1_ci, confidence (the level of both intervals),
+    per_class, confusion_matrix, then
     agreement_with_teacher when ``reference_logits`` (the teacher's logits on the same rows) is given, then
     ``extra`` (params, trainable_params, train_wall_time_s, examples_per_s, ...). Predictions are not stored;
     use :func:`predictions` on the logits.

@@ -4,6 +4,12 @@ A results document is ``{"dataset": {...}, "rows": [...], "comparisons": [...], 
 :func:`findistill.evaluate.evaluate_row` / :func:`~findistill.evaluate.majority_row`; comparisons from
 :func:`findistill.evaluate.paired_bootstrap`. Extra keys (``config``, ``augmentation``, ``created``,
 ``machine`` ...) are kept as given.
+
+Intervals are named for what they are, not for one level: a row holds ``accuracy_ci`` / ``macro_f1_ci`` and the
+``confidence`` they were computed at; a comparison holds ``ci`` and ``confidence``, and for accuracy the exact
+McNemar p-value ``mcnemar_p``. Documents written before this naming (``accuracy_ci95``, ``ci95``, ``p_value``, as in
+the committed ``benchmarks/results/``) are read by :func:`load_results`, which renames their keys
+(:func:`upgrade_legacy`).
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from findistill.io_utils import atomic_write_json, atomic_write_text
 # The roles a results row may have (the contract with the pipeline and the CLI table).
 ROLES: tuple[str, ...] = ("majority", "teacher", "student_baseline", "student_ce", "student_distilled")
 ROW_KEYS: tuple[str, ...] = (
-    "name", "role", "n", "accuracy", "accuracy_ci95", "macro_f1", "macro_f1_ci95", "per_class", "confusion_matrix",
+    "name", "role", "n", "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "confidence", "per_class",
+    "confusion_matrix",
 )
-COMPARISON_KEYS: tuple[str, ...] = ("metric", "diff", "ci95", "p_value")
+COMPARISON_KEYS: tuple[str, ...] = ("metric", "diff", "ci", "confidence")
 _METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
 _TOL = 1e-9
 
@@ -58,8 +65,23 @@ def _interval(value: Any, where: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _confidence(value: Any, where: str) -> float:
+    c = _number(value, where)
+    if not 0.0 < c < 1.0:
+        raise ValueError(f"{where}: must be in (0, 1), got {c}")
+    return c
+
+
+def _probability(value: Any, where: str) -> float:
+    p = _number(value, where)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{where}: must be in [0, 1], got {p}")
+    return p
+
+
 def validate_row(row: Mapping[str, Any], where: str = "row") -> None:
-    """Raise ``ValueError`` unless ``row`` has every required key, a known role and CIs containing the value."""
+    """Raise ``ValueError`` unless ``row`` has every required key, a known role, metrics in [0, 1] and intervals
+    ``[lo, hi]`` in [0, 1] with a confidence level. A percentile interval need not contain the point estimate."""
     if not isinstance(row, Mapping):
         raise ValueError(f"{where}: must be a mapping, got {type(row).__name__}")
     missing = [k for k in ROW_KEYS if k not in row]
@@ -76,9 +98,10 @@ def validate_row(row: Mapping[str, Any], where: str = "row") -> None:
         value = _number(row[metric], f"{where}.{metric}")
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{where}.{metric}: must be in [0, 1], got {value}")
-        lo, hi = _interval(row[f"{metric}_ci95"], f"{where}.{metric}_ci95")
-        if not lo - _TOL <= value <= hi + _TOL:
-            raise ValueError(f"{where}.{metric}_ci95: [{lo}, {hi}] does not contain {metric} {value}")
+        lo, hi = _interval(row[f"{metric}_ci"], f"{where}.{metric}_ci")
+        if lo < -_TOL or hi > 1.0 + _TOL:
+            raise ValueError(f"{where}.{metric}_ci: [{lo}, {hi}] is not inside [0, 1]")
+    _confidence(row["confidence"], f"{where}.confidence")
     if "agreement_with_teacher" in row and row["agreement_with_teacher"] is not None:
         value = _number(row["agreement_with_teacher"], f"{where}.agreement_with_teacher")
         if not 0.0 <= value <= 1.0:
@@ -91,7 +114,8 @@ def validate_row(row: Mapping[str, Any], where: str = "row") -> None:
 
 
 def validate_comparison(comp: Mapping[str, Any], where: str = "comparison") -> None:
-    """Raise ``ValueError`` unless ``comp`` is a paired-bootstrap result (metric, diff, ci95, p_value)."""
+    """Raise ``ValueError`` unless ``comp`` is a paired-bootstrap result (metric, diff, ci, confidence; for
+    accuracy usually ``mcnemar_p``, checked when present)."""
     if not isinstance(comp, Mapping):
         raise ValueError(f"{where}: must be a mapping, got {type(comp).__name__}")
     missing = [k for k in COMPARISON_KEYS if k not in comp]
@@ -100,10 +124,10 @@ def validate_comparison(comp: Mapping[str, Any], where: str = "comparison") -> N
     if comp["metric"] not in _METRIC_NAMES:
         raise ValueError(f"{where}.metric: must be one of {', '.join(_METRIC_NAMES)}, got {comp['metric']!r}")
     _number(comp["diff"], f"{where}.diff")
-    _interval(comp["ci95"], f"{where}.ci95")
-    p = _number(comp["p_value"], f"{where}.p_value")
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"{where}.p_value: must be in [0, 1], got {p}")
+    _interval(comp["ci"], f"{where}.ci")
+    _confidence(comp["confidence"], f"{where}.confidence")
+    if comp.get("mcnemar_p") is not None:
+        _probability(comp["mcnemar_p"], f"{where}.mcnemar_p")
 
 
 def validate_results(results: Mapping[str, Any]) -> None:
@@ -161,6 +185,14 @@ def human_params(n: Any) -> str:
         return f"{text}{units[i]}"
 
 
+def level_label(items: Sequence[Mapping[str, Any]]) -> str:
+    """``"95% CI"`` when every item (row or comparison) carries the same ``confidence``, else ``"CI"``."""
+    levels = {float(i["confidence"]) for i in items if i.get("confidence") is not None}
+    if len(levels) != 1:
+        return "CI"
+    return f"{next(iter(levels)) * 100:g}% CI"
+
+
 def _fmt_ci(value: float, ci: Sequence[float] | None) -> str:
     if ci is None:
         return f"{value:.3f}"
@@ -180,7 +212,8 @@ def render_table(rows: Sequence[Mapping[str, Any]]) -> str:
     examples/s (the last two only when some row has them)."""
     show_agree = any(r.get("agreement_with_teacher") is not None for r in rows)
     show_speed = any(r.get("examples_per_s") is not None for r in rows)
-    header = ["model", "role", "params", "accuracy [95% CI]", "macro-F1 [95% CI]"]
+    level = level_label(rows)
+    header = ["model", "role", "params", f"accuracy [{level}]", f"macro-F1 [{level}]"]
     header += ["agreement with teacher"] * show_agree + ["examples/s"] * show_speed
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
     for r in rows:
@@ -188,8 +221,8 @@ def render_table(rows: Sequence[Mapping[str, Any]]) -> str:
             _cell(r["name"]),
             _cell(r["role"]),
             human_params(r.get("params")),
-            _fmt_ci(r["accuracy"], r.get("accuracy_ci95")),
-            _fmt_ci(r["macro_f1"], r.get("macro_f1_ci95")),
+            _fmt_ci(r["accuracy"], r.get("accuracy_ci")),
+            _fmt_ci(r["macro_f1"], r.get("macro_f1_ci")),
         ]
         if show_agree:
             agree = r.get("agreement_with_teacher")
@@ -209,16 +242,25 @@ def _comparison_label(comp: Mapping[str, Any]) -> str:
     return "a − b"
 
 
+def _p_text(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
 def render_comparisons(comparisons: Sequence[Mapping[str, Any]]) -> str:
-    """One bullet per paired comparison: ``- distilled − CE-only, accuracy: +0.012 [−0.003, +0.027], p = 0.140``."""
+    """One bullet per paired comparison, e.g.
+    ``- distilled − CE-only, accuracy: +0.012 [−0.003, +0.027] (95% CI); McNemar exact p = 0.140 (30 vs 20 rows)``.
+    """
     lines = []
     for comp in comparisons:
-        lo, hi = comp["ci95"]
-        p = comp["p_value"]
-        n = comp.get("n_samples")
-        p_text = f"p < {1 / n:.3g}" if p == 0 and n else f"p = {p:.3f}"
+        lo, hi = comp["ci"]
         metric = _METRIC_NAMES.get(comp["metric"], comp["metric"])
-        lines.append(f"- {_comparison_label(comp)}, {metric}: {_signed(comp['diff'])} [{_signed(lo)}, {_signed(hi)}], {p_text}")
+        text = (f"- {_comparison_label(comp)}, {metric}: {_signed(comp['diff'])} [{_signed(lo)}, {_signed(hi)}] "
+                f"({level_label([comp])})")
+        if comp.get("mcnemar_p") is not None:
+            text += f"; McNemar exact {_p_text(comp['mcnemar_p'])}"
+            if isinstance(comp.get("discordant"), (list, tuple)) and len(comp["discordant"]) == 2:
+                text += f" ({comp['discordant'][0]} vs {comp['discordant'][1]} discordant rows)"
+        lines.append(text)
     return "\n".join(lines) + ("\n" if lines else "")
 
 
@@ -288,10 +330,11 @@ def render_report(results: Mapping[str, Any], config_yaml: str | None = None) ->
         lines += ["_" + " · ".join(meta) + "_", ""]
     rows = results.get("rows", [])
     lines += ["## Results", "", render_table(rows).rstrip("\n"), ""]
-    lines.append("Intervals: percentile bootstrap over evaluation rows.")
+    lines.append(f"Intervals: percentile bootstrap over evaluation rows ({level_label(rows)}), as computed.")
     lines.append("")
     if results.get("comparisons"):
-        lines += ["## Paired comparisons", "", "Paired bootstrap (same resampled rows for both models).", ""]
+        lines += ["## Paired comparisons", "", "Paired bootstrap (same resampled rows for both models); for accuracy "
+                  "also the exact McNemar test (binomial on the rows where exactly one model is right).", ""]
         lines += [render_comparisons(results["comparisons"]).rstrip("\n"), ""]
     if rows:
         lines += _per_class_section(rows) + [""]
@@ -326,8 +369,43 @@ def load_results(path: Path | str) -> dict[str, Any]:
         raise DataError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: not a results document")
+    data = upgrade_legacy(data)
     try:
         validate_results(data)
     except ValueError as err:
         raise DataError(f"{path}: {err}") from None
     return data
+
+
+def upgrade_legacy(results: Mapping[str, Any]) -> dict[str, Any]:
+    """A results document with the current key names: rows' ``<metric>_ci95`` become ``<metric>_ci`` and get
+    ``confidence`` (the document's ``config.eval.confidence``, else 0.95); comparisons' ``ci95`` becomes ``ci`` and
+    the old percentile ``p_value`` heuristic is kept as ``legacy_bootstrap_p``. Current documents come back equal."""
+    doc = dict(results)
+    level = 0.95
+    cfg = doc.get("config")
+    if isinstance(cfg, Mapping) and isinstance(cfg.get("eval"), Mapping) and cfg["eval"].get("confidence"):
+        level = float(cfg["eval"]["confidence"])
+    rows = []
+    for row in doc.get("rows") or []:
+        row = dict(row) if isinstance(row, Mapping) else row
+        if isinstance(row, dict):
+            for metric in ("accuracy", "macro_f1"):
+                if f"{metric}_ci95" in row and f"{metric}_ci" not in row:
+                    row[f"{metric}_ci"] = row.pop(f"{metric}_ci95")
+                    row.setdefault("confidence", level)
+        rows.append(row)
+    comps = []
+    for comp in doc.get("comparisons") or []:
+        comp = dict(comp) if isinstance(comp, Mapping) else comp
+        if isinstance(comp, dict) and "ci95" in comp and "ci" not in comp:
+            comp["ci"] = comp.pop("ci95")
+            comp.setdefault("confidence", level)
+            if "p_value" in comp:
+                comp["legacy_bootstrap_p"] = comp.pop("p_value")
+        comps.append(comp)
+    if "rows" in doc:
+        doc["rows"] = rows
+    if "comparisons" in doc:
+        doc["comparisons"] = comps
+    return doc

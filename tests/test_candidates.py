@@ -56,7 +56,7 @@ def test_candidates_command_writes_both_tables(tmp_path, tiny_llama_dir, tiny_be
     for name in ("llama 0-shot", "llama 2-shot", "bert clf", "ensemble"):
         row = teachers[name]
         assert row["n"] == 9 and 0 <= row["accuracy"] <= 1
-        assert row["accuracy_ci95"][0] <= row["accuracy"] <= row["accuracy_ci95"][1]
+        assert 0 <= row["accuracy_ci"][0] <= row["accuracy_ci"][1] <= 1 and row["confidence"] == 0.95
         assert row["params"] > 0 and row["peak_memory_mb"] >= 0 and row["examples_per_s"] > 0
     assert teachers["ensemble"]["params"] == teachers["llama 0-shot"]["params"] + teachers["bert clf"]["params"]
     students = {r["name"]: r for r in doc["students"]}
@@ -65,13 +65,24 @@ def test_candidates_command_writes_both_tables(tmp_path, tiny_llama_dir, tiny_be
         assert {"baseline_accuracy", "baseline_macro_f1", "accuracy", "macro_f1", "train_wall_time_s"} <= set(row)
         assert row["trainable_params"] <= row["params"] and row["train_examples"] == 24
     assert students["tiny-bloom"]["trainable_params"] < students["tiny-bloom"]["params"]
+    maj = doc["majority"]
+    assert maj["name"] == "majority class (neutral)" and maj["n"] == 9 and maj["confidence"] == 0.95
     rec = doc["recommendation"]
-    assert rec["teacher"]["name"] in teachers and rec["teacher"]["name"] != "missing"
-    assert rec["student"]["name"] in students and "fewest parameters" in rec["student"]["rule"]
+
+    def beats(r):
+        return r["accuracy"] > maj["accuracy"] and r["macro_f1"] > maj["macro_f1"]
+
+    for what, rows in (("teacher", teachers), ("student", students)):
+        eligible = [n for n, r in rows.items() if "error" not in r and beats(r)]
+        assert (rec[what]["name"] is None) == (not eligible), (what, rec[what], maj)
+        assert rec[what]["name"] is None or rec[what]["name"] in eligible
+        assert "majority class" in rec[what]["rule"]
+    assert "fewest parameters" in rec["student"]["rule"]
     assert doc["memory_method"]
 
     md = (out / "candidates.md").read_text()
     assert "## Teachers" in md and "## Students" in md and md.count("**Recommended") == 2
+    assert md.count(f"| {maj['name']} | majority (the bar) | 0 |") == 2  # the bar in both tables
     for name in list(teachers) + list(students):
         assert name in md
     assert "Rule:" in md and doc["memory_method"] in md
@@ -115,3 +126,46 @@ def test_no_candidates_is_a_one_line_error(tmp_path, capsys, tiny_tfns_dir):
     config.write_text("name: x\n")
     assert main(["candidates", str(config), "--out", str(tmp_path / "o"), "--data-dir", str(tiny_tfns_dir)]) == 2
     assert capsys.readouterr().err.strip() == "findistill: error: candidates: lists no teachers and no students"
+
+
+MAJORITY = {"name": "majority class (neutral)", "accuracy": 0.65, "macro_f1": 0.26}
+
+
+def test_no_candidate_below_the_majority_class_is_recommended():
+    """Seen in the study: a zero-shot teacher at 0.217 dev accuracy against a 0.65 majority class was recommended."""
+    teachers = [
+        {"name": "SmolLM2 zero-shot", "macro_f1": 0.30, "accuracy": 0.217, "peak_memory_mb": 500.0,
+         "examples_per_s": 5.0},
+        {"name": "always neutral-ish", "macro_f1": 0.25, "accuracy": 0.66, "peak_memory_mb": 500.0,
+         "examples_per_s": 5.0},
+        {"name": "broken", "error": "cannot load"},
+    ]
+    rec = recommend_teacher(teachers, budget_mb=10_000, majority=MAJORITY)
+    assert rec["name"] is None and rec["beats_majority"] is False
+    assert "no teacher candidate beats the majority class" in rec["reason"] and "0.650" in rec["reason"]
+    assert "none is recommended" in rec["reason"] and "majority class" in rec["rule"]
+    good = {"name": "fine-tuned", "macro_f1": 0.70, "accuracy": 0.78, "peak_memory_mb": 900.0, "examples_per_s": 2.0}
+    assert recommend_teacher(teachers + [good], budget_mb=10_000, majority=MAJORITY)["name"] == "fine-tuned"
+
+    students = [{"name": "a", "accuracy": 0.60, "macro_f1": 0.5, "params": 100},
+                {"name": "b", "accuracy": 0.70, "macro_f1": 0.2, "params": 1000}]  # b: accuracy only
+    rec = recommend_student(students, majority=MAJORITY)
+    assert rec["name"] is None and "no student candidate beats the majority class" in rec["reason"]
+    students.append({"name": "c", "accuracy": 0.80, "macro_f1": 0.7, "params": 5000})
+    assert recommend_student(students, majority=MAJORITY)["name"] == "c"
+
+
+def test_refusal_is_rendered_with_the_majority_row():
+    from findistill.candidates import render_markdown
+
+    maj = {**MAJORITY, "n": 100, "accuracy_ci": [0.6, 0.7], "macro_f1_ci": [0.25, 0.27], "confidence": 0.9}
+    teacher = {"name": "zs", "kind": "prompted_lm", "few_shot": 0, "params": 10, "accuracy": 0.2,
+               "accuracy_ci": [0.1, 0.3], "macro_f1": 0.2, "macro_f1_ci": [0.1, 0.3], "peak_memory_mb": 1.0,
+               "examples_per_s": 3.0}
+    doc = {"dataset": {"name": "d", "n_dev": 100, "n_train": 10}, "created": "now", "memory_method": "rss",
+           "majority": maj, "teachers": [teacher], "students": [],
+           "recommendation": {"teacher": recommend_teacher([teacher], 1e9, maj), "student": None}}
+    md = render_markdown(doc)
+    assert "| majority class (neutral) | majority (the bar) | 0 | 0.650 [0.600, 0.700] | 0.260 [0.250, 0.270] |" in md
+    assert "dev accuracy [90% CI]" in md
+    assert "**Recommended teacher:** none (no teacher candidate beats the majority class" in md

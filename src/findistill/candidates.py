@@ -5,7 +5,10 @@
 * Students (``candidates.students``): dev accuracy / macro-F1 of the untrained head, then after CE-only training
   at the run's ``train`` budget on ``candidates.max_train_examples`` texts (wall time, examples/s).
 
-Writes ``<out>/candidates.json`` and ``<out>/candidates.md`` with both tables and a recommendation per table:
+Writes ``<out>/candidates.json`` and ``<out>/candidates.md`` with both tables and a recommendation per table.
+Both tables start with the majority-class row (the most frequent training label predicted for every dev text),
+and no candidate is recommended unless it beats that row on dev accuracy AND dev macro-F1; when none does, the
+recommendation is "none" and says so:
 
 * teacher: the highest dev macro-F1 among the candidates whose peak memory fits the budget
   (``--memory-budget-gb``; default 80 % of the GPU's memory on CUDA, of the machine's RAM on CPU);
@@ -36,7 +39,8 @@ from findistill.data import TextSplit, load_splits, stratified_subsample
 from findistill.errors import FindistillError
 from findistill.io_utils import atomic_write_json, atomic_write_text
 
-__all__ = ["main", "compare_candidates", "MemoryMeter", "recommend_teacher", "recommend_student"]
+__all__ = ["main", "compare_candidates", "MemoryMeter", "recommend_teacher", "recommend_student", "beats_majority",
+           "majority_dev_row"]
 
 STUDENT_TOLERANCE = 0.01  # accuracy points within which the smaller student is preferred
 
@@ -123,7 +127,15 @@ def _row(name: str, role: str, labels: list[int], logits: np.ndarray, eval_cfg: 
     from findistill.evaluate import evaluate_row
 
     row = evaluate_row(name, role, labels, logits, eval_cfg)
-    return {k: row[k] for k in ("name", "n", "accuracy", "accuracy_ci95", "macro_f1", "macro_f1_ci95")}
+    return {k: row[k] for k in ("name", "n", "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "confidence")}
+
+
+def majority_dev_row(dev: TextSplit, train: TextSplit, eval_cfg: EvalConfig) -> dict[str, Any]:
+    """The majority-class baseline on ``dev``: the most frequent label of ``train`` predicted for every dev text."""
+    from findistill.evaluate import majority_row
+
+    row = majority_row(dev.labels, train.labels, eval_cfg)
+    return {k: row[k] for k in ("name", "n", "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "confidence")}
 
 
 def _one_line(err: BaseException) -> str:
@@ -179,23 +191,50 @@ def student_row(cfg: StudentConfig, config: RunConfig, train: TextSplit, dev: Te
     return row
 
 
-def recommend_teacher(rows: list[dict], budget_mb: float) -> dict:
-    ok = [r for r in rows if "error" not in r and r["peak_memory_mb"] <= budget_mb]
-    rule = f"highest dev macro-F1 among the teachers whose peak memory is <= {budget_mb:,.0f} MB"
-    if not ok:
+def beats_majority(row: dict, majority: dict | None) -> bool:
+    """True when ``row`` is above the majority-class row on dev accuracy and on dev macro-F1 (or no majority row)."""
+    return majority is None or (row["accuracy"] > majority["accuracy"] and row["macro_f1"] > majority["macro_f1"])
+
+
+def _majority_rule(majority: dict | None) -> str:
+    return "" if majority is None else ", and only candidates above the majority class on dev accuracy and macro-F1"
+
+
+def _none_beats(what: str, ran: list[dict], majority: dict) -> dict:
+    best = max(ran, key=lambda r: (r["accuracy"], r["macro_f1"]))
+    return {"name": None, "beats_majority": False,
+            "reason": f"no {what} candidate beats the majority class ({majority['name']}: dev accuracy "
+                      f"{majority['accuracy']:.3f}, macro-F1 {majority['macro_f1']:.3f}); the best, {best['name']}, "
+                      f"has accuracy {best['accuracy']:.3f}, macro-F1 {best['macro_f1']:.3f}, so none is recommended"}
+
+
+def recommend_teacher(rows: list[dict], budget_mb: float, majority: dict | None = None) -> dict:
+    """The teacher to use, or ``name: None`` with the reason; ``majority`` is the dev majority-class row."""
+    rule = f"highest dev macro-F1 among the teachers whose peak memory is <= {budget_mb:,.0f} MB" + _majority_rule(
+        majority)
+    ran = [r for r in rows if "error" not in r]
+    fits = [r for r in ran if r["peak_memory_mb"] <= budget_mb]
+    if not fits:
         return {"name": None, "rule": rule, "reason": "no teacher candidate ran within the memory budget"}
+    ok = [r for r in fits if beats_majority(r, majority)]
+    if not ok:
+        return {"rule": rule, **_none_beats("teacher", fits, majority)}
     best = max(ok, key=lambda r: (r["macro_f1"], r["accuracy"]))
     return {"name": best["name"], "rule": rule,
             "reason": f"dev macro-F1 {best['macro_f1']:.3f} (accuracy {best['accuracy']:.3f}) at "
                       f"{best['peak_memory_mb']:,.0f} MB peak and {best['examples_per_s']:,.1f} examples/s"}
 
 
-def recommend_student(rows: list[dict]) -> dict:
-    ok = [r for r in rows if "error" not in r]
+def recommend_student(rows: list[dict], majority: dict | None = None) -> dict:
+    """The student to use, or ``name: None`` with the reason; ``majority`` is the dev majority-class row."""
+    ran = [r for r in rows if "error" not in r]
     rule = (f"highest CE-only dev accuracy; among students within {STUDENT_TOLERANCE * 100:.0f} point of it, "
-            "the one with the fewest parameters")
-    if not ok:
+            "the one with the fewest parameters" + _majority_rule(majority))
+    if not ran:
         return {"name": None, "rule": rule, "reason": "no student candidate ran"}
+    ok = [r for r in ran if beats_majority(r, majority)]
+    if not ok:
+        return {"rule": rule, **_none_beats("student", ran, majority)}
     top = max(r["accuracy"] for r in ok)
     near = [r for r in ok if r["accuracy"] >= top - STUDENT_TOLERANCE]
     best = min(near, key=lambda r: (r["params"], -r["accuracy"]))
@@ -225,6 +264,7 @@ def compare_candidates(config: RunConfig, out: Path, data_dir: str | None = None
     dev = stratified_subsample(splits.dev, cand.max_dev_examples, seed)
     train = stratified_subsample(splits.train, cand.max_train_examples, seed)
     budget = memory_budget_mb if memory_budget_mb is not None else default_memory_budget_mb()
+    majority = majority_dev_row(dev, train, config.eval)
     teachers = [_guarded(t.display_name, lambda t=t: teacher_row(t, dev, train, config.eval, seed))
                 for t in cand.teachers]
     students = [_guarded(s.display_name, lambda s=s: student_row(s, config, train, dev, out / ".train_candidate"))
@@ -236,9 +276,9 @@ def compare_candidates(config: RunConfig, out: Path, data_dir: str | None = None
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
         "train_budget": {"epochs": config.train.epochs, "learning_rate": config.train.learning_rate,
                          "batch_size": config.train.batch_size, "max_steps": config.train.max_steps},
-        "teachers": teachers, "students": students,
-        "recommendation": {"teacher": recommend_teacher(teachers, budget) if teachers else None,
-                           "student": recommend_student(students) if students else None},
+        "majority": majority, "teachers": teachers, "students": students,
+        "recommendation": {"teacher": recommend_teacher(teachers, budget, majority) if teachers else None,
+                           "student": recommend_student(students, majority) if students else None},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     atomic_write_json(out / "candidates.json", doc)
@@ -252,35 +292,43 @@ def _ci(value: float, ci: list[float]) -> str:
 
 def render_markdown(doc: dict) -> str:
     d = doc["dataset"]
+    maj = doc.get("majority")
+    level = f"{maj['confidence'] * 100:g}% CI" if maj and maj.get("confidence") else "CI"
     lines = ["# Candidates", "", f"Dev split of `{d['name']}`: n = {d['n_dev']:,}; students train on "
              f"{d['n_train']:,} texts. Created {doc['created']}.", ""]
     if doc["teachers"]:
         lines += ["## Teachers", "", f"Peak memory: {doc['memory_method']}.", "",
-                  "| teacher | kind | params | dev accuracy [95% CI] | dev macro-F1 [95% CI] | peak memory (MB) "
+                  f"| teacher | kind | params | dev accuracy [{level}] | dev macro-F1 [{level}] | peak memory (MB) "
                   "| examples/s |", "|---|---|---:|---:|---:|---:|---:|"]
+        if maj:
+            lines.append(f"| {maj['name']} | majority (the bar) | 0 | {_ci(maj['accuracy'], maj['accuracy_ci'])} | "
+                         f"{_ci(maj['macro_f1'], maj['macro_f1_ci'])} | — | — |")
         for r in doc["teachers"]:
             if "error" in r:
                 lines.append(f"| {r['name']} | — | — | error: {r['error']} | — | — | — |")
                 continue
             kind = r["kind"] + (f", {r['few_shot']}-shot" if r.get("few_shot") else "")
-            lines.append(f"| {r['name']} | {kind} | {r['params']:,} | {_ci(r['accuracy'], r['accuracy_ci95'])} | "
-                         f"{_ci(r['macro_f1'], r['macro_f1_ci95'])} | {r['peak_memory_mb']:,.0f} | "
+            lines.append(f"| {r['name']} | {kind} | {r['params']:,} | {_ci(r['accuracy'], r['accuracy_ci'])} | "
+                         f"{_ci(r['macro_f1'], r['macro_f1_ci'])} | {r['peak_memory_mb']:,.0f} | "
                          f"{r['examples_per_s']:,.1f} |")
         lines += ["", _recommendation("teacher", doc["recommendation"]["teacher"]), ""]
     if doc["students"]:
         b = doc["train_budget"]
         lines += ["## Students", "", f"CE-only training: {b['epochs']} epochs, lr {b['learning_rate']}, batch "
                   f"{b['batch_size']}.", "",
-                  "| student | method | params (trainable) | untrained acc / macro-F1 | CE-only dev accuracy [95% CI] "
-                  "| CE-only dev macro-F1 [95% CI] | train time (s) | examples/s |",
+                  f"| student | method | params (trainable) | untrained acc / macro-F1 | CE-only dev accuracy [{level}] "
+                  f"| CE-only dev macro-F1 [{level}] | train time (s) | examples/s |",
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
+        if maj:
+            lines.append(f"| {maj['name']} | majority (the bar) | 0 | — | {_ci(maj['accuracy'], maj['accuracy_ci'])} | "
+                         f"{_ci(maj['macro_f1'], maj['macro_f1_ci'])} | — | — |")
         for r in doc["students"]:
             if "error" in r:
                 lines.append(f"| {r['name']} | — | — | — | error: {r['error']} | — | — | — |")
                 continue
             lines.append(f"| {r['name']} | {r['method']} | {r['params']:,} ({r['trainable_params']:,}) | "
                          f"{r['baseline_accuracy']:.3f} / {r['baseline_macro_f1']:.3f} | "
-                         f"{_ci(r['accuracy'], r['accuracy_ci95'])} | {_ci(r['macro_f1'], r['macro_f1_ci95'])} | "
+                         f"{_ci(r['accuracy'], r['accuracy_ci'])} | {_ci(r['macro_f1'], r['macro_f1_ci'])} | "
                          f"{r['train_wall_time_s']:,.1f} | {r['examples_per_s']:,.1f} |")
         lines += ["", _recommendation("student", doc["recommendation"]["student"]), ""]
     return "\n".join(lines)

@@ -116,10 +116,10 @@ def test_dev_selection_returns_the_best_scored_checkpoint(tmp_path, tiny_bert_di
     texts, labels, logits = _data()
     dev_texts, dev_labels = texts[:12], labels[:12]
     student = StudentConfig(model=str(tiny_bert_dir), method="full", max_length=16)
-    cfg = _train_cfg(max_steps=8, selection="steps", selection_steps=2, learning_rate=2e-2)
+    cfg = _train_cfg(max_steps=9, selection="steps", selection_steps=2, learning_rate=2e-2)
     res = train_student(student, cfg, texts, labels, logits, tmp_path / "run", dev=(dev_texts, dev_labels))
     scores = {h["step"]: h["eval_macro_f1"] for h in res.log_history if "eval_macro_f1" in h}
-    assert sorted(scores) == [2, 4, 6, 8]
+    assert sorted(scores) == [2, 4, 6, 8, 9], "every 2 steps, and the last step"
     best = max(scores.values())
     assert res.selected_step == min(s for s, v in scores.items() if v == best)  # ties: the earlier checkpoint
     assert res.selected_dev_metric == pytest.approx(best)

@@ -20,7 +20,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import EvalPrediction, PreTrainedTokenizerBase, Trainer, TrainingArguments, set_seed
+from transformers import (
+    EvalPrediction,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
 
 from findistill.config import LABELS, ConfigError, StudentConfig, TrainConfig
 from findistill.errors import DataError
@@ -32,6 +39,7 @@ __all__ = [
     "DistillationTrainer",
     "DistillationCollator",
     "DistillationDataset",
+    "EvaluateLastStep",
     "TrainResult",
     "build_train_dataset",
     "dev_metrics",
@@ -191,6 +199,16 @@ def _selection_arguments(train_cfg: TrainConfig) -> dict[str, Any]:
             "greater_is_better": True, "save_total_limit": 1, "save_only_model": True}
 
 
+class EvaluateLastStep(TrainerCallback):
+    """With ``selection: steps``, the last step is scored and saved too, so every student's final weights compete
+    (otherwise the steps after the last multiple of ``selection_steps`` could never be selected)."""
+
+    def on_step_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> Any:
+        if state.max_steps and state.global_step >= state.max_steps:
+            control.should_evaluate = control.should_save = True
+        return control
+
+
 def training_arguments(train_cfg: TrainConfig, output_dir: Path, select_on_dev: bool = False) -> TrainingArguments:
     """``TrainingArguments`` from the run config (no reporting integrations).
 
@@ -272,6 +290,7 @@ def train_student(
         train_dataset=dataset,
         eval_dataset=build_train_dataset(tokenizer, dev[0], dev[1], None, student_cfg.max_length) if select else None,
         compute_metrics=dev_metrics if select else None,
+        callbacks=[EvaluateLastStep()] if select and train_cfg.selection == "steps" else None,
         data_collator=DistillationCollator(tokenizer),
         processing_class=tokenizer,
         alpha=alpha,

@@ -173,7 +173,7 @@ def test_model_card_header_parses_with_model_index(analysed_run):
         assert section in card
 
 
-def test_analyze_command_on_a_run_and_on_a_saved_model(analysed_run, tmp_path, capsys):
+def test_analyze_command_on_a_run_and_on_a_saved_model(analysed_run, tiny_bert_classifier_dir, tmp_path, capsys):
     out, data = analysed_run
     log = [{"step": 2, "loss": 1.2, "kd_loss": 0.7, "ce_loss": 1.1}, {"step": 4, "loss": 0.9, "kd_loss": 0.5,
                                                                        "ce_loss": 0.8}, {"step": 4, "eval_loss": 1.0}]
@@ -192,9 +192,22 @@ def test_analyze_command_on_a_run_and_on_a_saved_model(analysed_run, tmp_path, c
     assert doc["eval"]["n"] == 40 and doc["calibration"]["model"]["temperature"] is None  # no --dev-file
     assert doc["probes"]["models"]["model"]["accuracy"] >= 0 and (target / "report.html").is_file()
 
+    mine = tmp_path / "copy"
+    shutil.copytree(out / "student", mine)
+    (mine / "calibration.json").unlink()
+    assert main(["analyze", "--model", str(mine), "--eval-file", str(data / "sent_valid.csv"), "--dev-file",
+                 str(data / "sent_train.csv"), "--label-map", "tfns", "--out", str(tmp_path / "cal")]) == 0
+    cal = json.loads((mine / "calibration.json").read_text())
+    assert cal["fitted_on"] == "dev" and cal["dev_examples"] == 60
+
+    capsys.readouterr()
     assert main(["analyze", str(tmp_path / "missing")]) == 2
     assert "not a run folder" in capsys.readouterr().err
     assert main(["analyze", "--model", str(out / "student")]) == 2
+    # Bearish/Bullish/Neutral are not the canonical classes: refused rather than guessed.
+    assert main(["analyze", "--model", str(tiny_bert_classifier_dir), "--eval-file", str(data / "sent_valid.csv"),
+                 "--label-map", "tfns", "--out", str(tmp_path / "x")]) == 2
+    assert "are not negative, neutral, positive" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------- browser

@@ -44,6 +44,11 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _errors(value: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[np.ndarray]:
+    """Error-bar lengths; a percentile interval may miss its point estimate, so they are clipped at 0."""
+    return [np.clip(value - lo, 0, None), np.clip(hi - value, 0, None)]
+
+
 def _confusion_figure(doc: Mapping[str, Any]) -> bytes:
     import matplotlib.pyplot as plt
 
@@ -97,7 +102,7 @@ def _slice_figure(doc: Mapping[str, Any]) -> bytes:
     names = _role_names(doc)
     slices = list(doc["slices"]["definitions"])
     roles = list(doc["slices"]["rows"])
-    fig, ax = plt.subplots(figsize=(10, 0.32 * len(slices) * max(1, len(roles)) + 1))
+    fig, ax = plt.subplots(figsize=(9, 0.14 * len(slices) * max(1, len(roles)) + 1.2))
     height = 0.8 / max(1, len(roles))
     for k, role in enumerate(roles):
         rows = {r["slice"]: r for r in doc["slices"]["rows"][role]}
@@ -105,7 +110,7 @@ def _slice_figure(doc: Mapping[str, Any]) -> bytes:
         acc = np.array([rows[s].get("accuracy", np.nan) for s in slices], dtype=float)
         lo = np.array([rows[s]["accuracy_ci"][0] if rows[s]["n"] else np.nan for s in slices], dtype=float)
         hi = np.array([rows[s]["accuracy_ci"][1] if rows[s]["n"] else np.nan for s in slices], dtype=float)
-        ax.barh(ys, acc, height=height, xerr=[acc - lo, hi - acc], capsize=2, label=names[role][:40])
+        ax.barh(ys, acc, height=height, xerr=_errors(acc, lo, hi), capsize=2, label=names[role][:40])
     sizes = doc["slices"]["sizes"]
     ax.set_yticks(np.arange(len(slices)) + 0.4 - height / 2, [f"{s} (n={sizes[s]})" for s in slices])
     ax.invert_yaxis()
@@ -144,8 +149,9 @@ def _swap_figure(doc: Mapping[str, Any]) -> bytes:
     rates = np.array([m["flip_rate"] for m in models.values()])
     lo = np.array([m["flip_rate_ci"][0] for m in models.values()])
     hi = np.array([m["flip_rate_ci"][1] for m in models.values()])
-    ax.barh(range(len(models)), rates, xerr=[rates - lo, hi - rates], capsize=3, color="#c44e52")
+    ax.barh(range(len(models)), rates, xerr=_errors(rates, lo, hi), capsize=3, color="#c44e52")
     ax.set_yticks(range(len(models)), [names[r][:40] for r in models])
+    ax.set_xlim(0, max(0.05, 1.15 * float(np.max(hi))))
     ax.invert_yaxis()
     ax.set_xlabel(f"share of {doc['entity_swap']['n']} entity-swapped tweets whose predicted class flips")
     return _png(fig)
@@ -225,12 +231,13 @@ def _slices_section(doc: Mapping[str, Any], figures: Mapping[str, bytes]) -> lis
     by_role = {role: {r["slice"]: r for r in doc["slices"]["rows"][role]} for role in roles}
     rows = []
     for name, definition in doc["slices"]["definitions"].items():
+        cells = [by_role[r][name] for r in roles]
         rows.append([name, definition, doc["slices"]["sizes"][name]]
-                    + [_ci(by_role[r][name].get("accuracy"), by_role[r][name].get("accuracy_ci")) for r in roles]
-                    + [_ci(by_role[r][name].get("macro_f1")) for r in roles])
-    header = ["slice", "definition", "n"] + [f"accuracy: {names[r]}" for r in roles] \
-        + [f"macro-F1: {names[r]}" for r in roles]
-    return ["<h2>Slices</h2>", _img(figures, "slices", "accuracy per slice"), _table(header, rows, numeric_from=2)]
+                    + [f"{_ci(c['accuracy'], c['accuracy_ci'])} · F1 {c['macro_f1']:.3f}" if c["n"] else "—"
+                       for c in cells])
+    return ["<h2>Slices</h2>", _img(figures, "slices", "accuracy per slice"),
+            f"<p>Per model: accuracy [{_level(doc)}] · macro-F1.</p>",
+            _table(["slice", "definition", "n"] + [names[r] for r in roles], rows, numeric_from=2)]
 
 
 def _swap_section(doc: Mapping[str, Any], figures: Mapping[str, bytes]) -> list[str]:
@@ -272,8 +279,9 @@ def _probes_section(doc: Mapping[str, Any]) -> list[str]:
     items = [[p["pair"], p["text"], p["label"]] + [probes["models"][r]["predicted"][i] for r in roles]
              for i, p in enumerate(probes["items"])]
     return ["<h2>Negation and hedging probes</h2>",
-            f"<p>{probes['n']} hand-written minimal pairs (polarity, negation, hedging, neutral vs. charged) with "
-            "expected labels; a pair counts when both of its texts are right. A hedge keeps the direction.</p>",
+            f"<p>{len({p['pair'] for p in probes['items']})} hand-written minimal pairs ({probes['n']} texts: "
+            "polarity, negation, hedging, neutral vs. charged) with expected labels; a pair counts when both of its "
+            "texts are right. A hedge keeps the direction of the plain statement.</p>",
             _table(["model", "accuracy", "pair accuracy"] + kinds, rows),
             "<details><summary>every probe</summary>",
             _table(["pair", "text", "expected"] + [names[r] for r in roles], items, numeric_from=99), "</details>"]

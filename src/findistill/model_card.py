@@ -161,17 +161,21 @@ def render_model_card(role: str, cfg: RunConfig, results: Mapping[str, Any], doc
     if probes:
         kinds = ", ".join(f"{k} {v:.2f}" for k, v in probes["by_kind"].items())
         lines += ["", "### Negation and hedging probes", "",
-                  f"{doc['probes']['n']} hand-written minimal pairs: accuracy {probes['accuracy']:.3f}, both texts of "
-                  f"a pair right {probes['pair_accuracy']:.3f}; by kind: {kinds}."]
+                  f"{len({p['pair'] for p in doc['probes']['items']})} hand-written minimal pairs "
+                  f"({doc['probes']['n']} texts): accuracy {probes['accuracy']:.3f}, both texts of a pair right "
+                  f"{probes['pair_accuracy']:.3f}; by kind: {kinds}."]
     lines += ["", "## Limitations", "",
               "- English financial tweets and headlines only; long documents are cut at "
               f"{st.max_length} tokens.",
               "- Three coarse classes; sarcasm, mixed news and market-specific jargon are often misread.",
               "- It inherits the teacher's and the annotators' biases; the entity-swap and slice numbers above show "
-              "where, on this evaluation split only. Errors are not evenly spread over slices.",
+              "where, on this evaluation split only. Errors are not evenly spread over slices. The entity swap "
+              "replaces every cashtag but only the company names on findistill's list.",
               "- The confidence intervals describe resampling of this evaluation split, not other data or time "
               "periods; news language drifts.",
               "", "## How to use", "", "```python", "from transformers import pipeline",
               'clf = pipeline("text-classification", model="PATH_TO_THIS_FOLDER")',
-              'clf("Shares of $XYZ plunge after the company cuts its outlook")', "```", ""]
+              'clf("Shares of $XYZ plunge after the company cuts its outlook")', "```", "",
+              "The pipeline's scores are the uncalibrated softmax; for calibrated probabilities divide the logits by "
+              "the `temperature` in `calibration.json` first (`findistill predict` and `serve` do this).", ""]
     return "\n".join(lines)

@@ -241,3 +241,130 @@ def test_missing_model_is_one_line_model_error(tmp_path):
     with pytest.raises(ModelError) as err:
         PromptedLMTeacher(TeacherConfig(model=str(tmp_path / "nope")), device="cpu")
     assert "\n" not in str(err.value)
+
+
+# --------------------------------------------------------------------------------------------- backend seam
+
+
+def test_prompt_longer_than_max_length_warns_once_with_count(tiny_llama_dir, caplog):
+    import logging
+
+    from findistill.teacher import PromptedLMTeacher
+
+    probe = PromptedLMTeacher(TeacherConfig(model=str(tiny_llama_dir)), device="cpu")
+    limit = len(probe.encode("short")) + 4  # the short prompt fits, the two long ones do not
+    teacher = PromptedLMTeacher(TeacherConfig(model=str(tiny_llama_dir), max_length=limit, batch_size=2),
+                                model=probe.model, tokenizer=probe.tokenizer)
+    with caplog.at_level(logging.WARNING, logger="findistill.teacher"):
+        teacher.class_logits(["Apple " * 100, "short", "Tesla " * 50], progress=False)
+    cut = [r for r in caplog.records if "max_length" in r.getMessage()]
+    assert len(cut) == 1 and "2 of 3 prompts" in cut[0].getMessage()
+    caplog.clear()
+    roomy = PromptedLMTeacher(TeacherConfig(model=str(tiny_llama_dir), max_length=256), model=teacher.model,
+                              tokenizer=teacher.tokenizer)
+    with caplog.at_level(logging.WARNING, logger="findistill.teacher"):
+        roomy.class_logits(["short", "also short"], progress=False)
+    assert not [r for r in caplog.records if "max_length" in r.getMessage()]
+
+
+def test_hf_backend_log_probs_are_normalised_over_the_vocabulary(lm_teacher):
+    from findistill.teacher import HFBackend
+
+    backend = lm_teacher.backend
+    assert isinstance(backend, HFBackend) and backend.name == "hf"
+    prompts = [lm_teacher.encode(t) for t in TEXTS[:3]]
+    every = list(range(backend.model.config.vocab_size))
+    log_probs = backend.token_logprobs(prompts, every, batch_size=2, progress=False)  # [3, V]
+    assert log_probs.shape == (3, len(every))
+    np.testing.assert_allclose(np.logaddexp.reduce(log_probs.astype(np.float64), axis=-1), 0.0, atol=1e-4)
+    # The class logits are the per-class log-sum-exp of exactly these columns.
+    got = lm_teacher.class_logits(TEXTS[:3], progress=False)
+    ref = np.stack([np.logaddexp.reduce(log_probs[:, ids].astype(np.float64), axis=-1)
+                    for ids in lm_teacher.label_token_ids], axis=-1)
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_hf_fingerprint_has_no_backend_entry_so_old_caches_stay_valid(lm_teacher):
+    assert "backend" not in lm_teacher.fingerprint()
+
+
+def test_a_registered_backend_is_used_and_recorded(tiny_llama_dir, lm_teacher, monkeypatch):
+    """Adding a backend is one entry in BACKENDS: the teacher runs on it and its identity enters the fingerprint."""
+    import findistill.teacher as teacher_mod
+
+    class RecordingBackend(teacher_mod.HFBackend):
+        name = "recording"
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.calls = []
+
+        def token_logprobs(self, prompts, token_ids, batch_size, progress=True, desc="teacher"):
+            self.calls.append((len(prompts), list(token_ids)))
+            return super().token_logprobs(prompts, token_ids, batch_size, progress, desc)
+
+        def identity(self):
+            return {"backend": {"name": self.name}}
+
+    monkeypatch.setitem(teacher_mod.BACKENDS, "vllm", RecordingBackend)
+    cfg = TeacherConfig(model=str(tiny_llama_dir), batch_size=4, few_shot=2, backend="vllm")
+    teacher = teacher_mod.PromptedLMTeacher(cfg, few_shot=lm_teacher.few_shot, device="cpu")
+    assert isinstance(teacher.backend, RecordingBackend)
+    got = teacher.class_logits(TEXTS, progress=False)
+    flat = sorted({t for ids in teacher.label_token_ids for t in ids})
+    assert len(teacher.backend.calls) == 1 and sorted(teacher.backend.calls[0][1]) == flat  # one call, label ids only
+    np.testing.assert_allclose(got, lm_teacher.class_logits(TEXTS, progress=False), atol=1e-5)
+    assert teacher.fingerprint()["backend"] == {"name": "recording"}
+    assert teacher.fingerprint() != lm_teacher.fingerprint()
+    # An in-memory model always runs on hf (the teacher fine-tune reads its model this way).
+    assert teacher_mod.PromptedLMTeacher(cfg, model=lm_teacher.model, tokenizer=lm_teacher.tokenizer).backend.name == "hf"
+
+
+def test_release_frees_the_backend(tiny_llama_dir):
+    from findistill.teacher import PromptedLMTeacher
+
+    teacher = PromptedLMTeacher(TeacherConfig(model=str(tiny_llama_dir)), device="cpu")
+    teacher.release()
+    assert teacher.model is None
+    with pytest.raises(ModelError, match="released"):
+        teacher.class_logits(["x"], progress=False)
+
+
+def test_vllm_backend_config_checks():
+    from findistill.config import ConfigError, TeacherFinetuneConfig, VLLMSettings, from_dict, RunConfig
+
+    assert TeacherConfig().backend == "hf"
+    with pytest.raises(ConfigError, match=r"^teacher\.backend: vllm runs prompted_lm teachers only"):
+        from_dict(RunConfig, {"teacher": {"kind": "classifier", "backend": "vllm"}})
+    with pytest.raises(ConfigError, match="method head"):
+        TeacherConfig(backend="vllm", finetune=TeacherFinetuneConfig(enabled=True, method="head"))
+    with pytest.raises(ConfigError, match=r"^teacher\.vllm\.gpu_memory_utilization: must be in \(0, 1\]"):
+        from_dict(RunConfig, {"teacher": {"backend": "vllm", "vllm": {"gpu_memory_utilization": 1.5}}})
+    with pytest.raises(ConfigError, match=r"^teacher\.vllm\.tensor_parallel_size"):
+        from_dict(RunConfig, {"teacher": {"vllm": {"tensor_parallel_size": 0}}})
+    with pytest.raises(ConfigError, match=r"^teacher\.backend: must be one of hf, vllm"):
+        from_dict(RunConfig, {"teacher": {"backend": "onnx"}})
+    ok = from_dict(RunConfig, {"teacher": {"backend": "vllm", "vllm": {"max_model_len": 512, "dtype": "float32"}}})
+    assert ok.teacher.vllm == VLLMSettings(max_model_len=512, dtype="float32")
+
+
+def test_vllm_dtype_auto_follows_the_teacher_dtype_rule():
+    from findistill.config import VLLMSettings
+    from findistill.teacher import _vllm_dtype
+
+    expected = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+    assert _vllm_dtype(TeacherConfig()) == expected
+    assert _vllm_dtype(TeacherConfig(dtype="float16")) == "float16"
+    assert _vllm_dtype(TeacherConfig(dtype="float16", vllm=VLLMSettings(dtype="float32"))) == "float32"
+
+
+def test_vllm_backend_without_vllm_is_one_line_model_error(tiny_llama_dir):
+    import importlib.util
+
+    from findistill.teacher import PromptedLMTeacher
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here: tests/vllm covers the backend")
+    with pytest.raises(ModelError, match="needs the vllm package") as err:
+        PromptedLMTeacher(TeacherConfig(model=str(tiny_llama_dir), backend="vllm"))
+    assert "\n" not in str(err.value)

@@ -1,7 +1,9 @@
 """Teachers: texts -> ``[N, 3]`` float32 class logits in the canonical order ``config.LABELS``.
 
-* :class:`PromptedLMTeacher` — a causal LM read through label words: one forward pass per batch (no generation),
-  the next-token logits at the last prompt position, per class the log-sum-exp over its label-word token ids.
+* :class:`PromptedLMTeacher` — a causal LM read through label words (no generation): the task (prompt, few-shot
+  examples, chat template, verbalizer) gives token-id prompts; a backend (``teacher.backend``, see ``BACKENDS``)
+  returns the next-token log-probabilities of the label-word tokens; per class, the log-sum-exp over its tokens.
+  :class:`HFBackend` runs eager ``transformers`` forward passes (the reference), :class:`VLLMBackend` a vLLM engine.
 * :class:`ClassifierTeacher` — any ``AutoModelForSequenceClassification``, its columns mapped onto the classes.
 * :class:`EnsembleTeacher` — the mean of its members' probabilities (returned as log-probabilities).
 
@@ -11,8 +13,10 @@
 from __future__ import annotations
 
 import abc
+import gc
 import hashlib
 import inspect
+import logging
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -25,6 +29,7 @@ from findistill.errors import DataError, ModelError
 from findistill.prompts import build_prompt, select_few_shot, uses_chat_template, verbalizer_token_ids
 
 FINGERPRINT_VERSION = 1
+log = logging.getLogger("findistill.teacher")
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -114,11 +119,16 @@ def _load(
     else:
         device = _pick_device(device) if device is not None else next(model.parameters()).device
     model.to(device)
+    _ensure_pad(tokenizer, cfg)
+    return model.eval(), tokenizer, device, _folder_digest(resolved)
+
+
+def _ensure_pad(tokenizer: Any, cfg: TeacherConfig) -> None:
+    """Give ``tokenizer`` a pad token (its eos token) when it has none."""
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
             raise ModelError(f"tokenizer of teacher {cfg.model!r} has neither a pad nor an eos token")
         tokenizer.pad_token = tokenizer.eos_token
-    return model.eval(), tokenizer, device, _folder_digest(resolved)
 
 
 # --------------------------------------------------------------------------------------------- interface
@@ -152,56 +162,74 @@ class Teacher(abc.ABC):
         return self.model
 
 
-# --------------------------------------------------------------------------------------------- prompted LM
+# --------------------------------------------------------------------------------------------- LM backends
 
 
-class PromptedLMTeacher(Teacher):
-    """A causal LM read at the end of a prompt: class logit = logsumexp of its label words' next-token logits."""
+def _load_tokenizer(cfg: TeacherConfig, tokenizer: Any = None) -> tuple[str, Any]:
+    """(resolved model reference, tokenizer with a pad token): the tokenizer every backend builds prompts with."""
+    resolved = _resolve(cfg.model, cfg.revision)
+    revision = None if Path(resolved).is_dir() else cfg.revision
+    if resolved.startswith(("/", "./", "../", "~")) and not Path(resolved).expanduser().is_dir():
+        raise ModelError(f"teacher model folder not found: {resolved}")
+    if tokenizer is None:
+        from transformers import AutoTokenizer
 
-    def __init__(
-        self,
-        cfg: TeacherConfig,
-        few_shot: Sequence[tuple[str, int]] = (),
-        model: torch.nn.Module | None = None,
-        tokenizer: Any = None,
-        device: str | torch.device | None = None,
-    ):
-        self.cfg = cfg
-        self.name = cfg.display_name
-        self.few_shot = [(str(t), int(y)) for t, y in few_shot]
-        self.forward_passes = 0  # batches run through the model (tests and caches check it)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(resolved, revision=revision)
+        except Exception as err:
+            raise ModelError(f"cannot load the tokenizer of teacher {cfg.model!r}: {_one_line(err)}") from None
+    _ensure_pad(tokenizer, cfg)
+    return resolved, tokenizer
+
+
+class LMBackend(abc.ABC):
+    """An engine that runs a causal LM on token-id prompts (built by :class:`PromptedLMTeacher`, the task).
+
+    The task (prompt template, few-shot examples, chat template, verbalizer, left cut) is the same for every
+    backend; a backend only turns token ids into next-token log-probabilities (and, for paraphrasing, text).
+    """
+
+    name: str
+    tokenizer: Any
+    num_parameters: int
+    dtype: str
+    content_digest: str | None = None
+
+    @abc.abstractmethod
+    def token_logprobs(self, prompts: Sequence[list[int]], token_ids: Sequence[int], batch_size: int,
+                       progress: bool = True, desc: str = "teacher") -> np.ndarray:
+        """``[N, K]`` float32: log P(next token = ``token_ids[k]`` | ``prompts[n]``), normalised over the vocabulary."""
+
+    def identity(self) -> dict:
+        """Fingerprint entries of the engine (empty for hf: a teacher fingerprint without "backend" is hf)."""
+        return {}
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Free the weights (a later call raises :class:`ModelError`)."""
+
+
+class HFBackend(LMBackend):
+    """Eager ``transformers`` forward passes: one per batch of similar-length, left-padded prompts (the reference)."""
+
+    name = "hf"
+
+    def __init__(self, cfg: TeacherConfig, model: torch.nn.Module | None = None, tokenizer: Any = None,
+                 device: str | torch.device | None = None):
         from transformers import AutoModelForCausalLM
 
-        self.model, self.tokenizer, self.device, self._content_digest = _load(
+        self.cfg = cfg
+        self.model, self.tokenizer, self.device, self.content_digest = _load(
             cfg, AutoModelForCausalLM, model, tokenizer, device
         )
         self.num_parameters = count_parameters(self.model)
-        self._dtype = str(next(self.model.parameters()).dtype).replace("torch.", "")
-        self.tokenizer.padding_side = "left"
-        self.chat = uses_chat_template(self.tokenizer, cfg)
-        # Per class (LABELS order), the label words' first-token ids.
-        self.label_token_ids = verbalizer_token_ids(self.tokenizer, cfg.verbalizer)
+        self.dtype = str(next(self.model.parameters()).dtype).replace("torch.", "")
+        self.forward_passes = 0  # batches run through the model (tests and caches check it)
         params = inspect.signature(self.model.forward).parameters
-        self._keeps_last = "logits_to_keep" in params
+        self.keeps_last = "logits_to_keep" in params
         self._takes_positions = "position_ids" in params
 
-    def prompt(self, text: str) -> str:
-        return build_prompt(self.tokenizer, self.cfg, text, self.few_shot)
-
-    def encode(self, text: str) -> list[int]:
-        """Token ids of the prompt for ``text``, cut to ``max_length`` keeping the end (the answer cue).
-
-        A chat template writes its own special tokens, so none are added then. When a cut is needed, a leading
-        BOS token is kept and the tokens right after it are dropped.
-        """
-        ids = self.tokenizer.encode(self.prompt(text), add_special_tokens=not self.chat)
-        limit = self.cfg.max_length
-        if len(ids) > limit:
-            bos = self.tokenizer.bos_token_id
-            ids = ids[:1] + ids[len(ids) - limit + 1 :] if bos is not None and ids[0] == bos else ids[-limit:]
-        return ids
-
-    def _pad(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+    def pad(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
         """Left-pad ``rows`` into ``input_ids`` / ``attention_mask`` (and ``position_ids``), all ``[B, L]``."""
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id
@@ -214,30 +242,289 @@ class PromptedLMTeacher(Teacher):
         return batch
 
     @torch.inference_mode()
-    def _last_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def last_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Next-token logits at the last position, ``[B, V]`` float32 (left padding: it is every row's end)."""
-        model = self._require_model()
-        if self._keeps_last:
-            out = model(**batch, use_cache=False, logits_to_keep=1)  # logits [B, 1, V]
+        if self.model is None:
+            raise ModelError(f"teacher {self.cfg.display_name} was released; build it again to compute logits")
+        if self.keeps_last:
+            out = self.model(**batch, use_cache=False, logits_to_keep=1)  # logits [B, 1, V]
         else:
-            out = model(**batch, use_cache=False)  # logits [B, L, V]
+            out = self.model(**batch, use_cache=False)  # logits [B, L, V]
         self.forward_passes += 1
         return out.logits[:, -1, :].float()
+
+    def token_logprobs(self, prompts: Sequence[list[int]], token_ids: Sequence[int], batch_size: int,
+                       progress: bool = True, desc: str = "teacher") -> np.ndarray:
+        result = np.zeros((len(prompts), len(token_ids)), dtype=np.float32)
+        columns = torch.tensor(list(token_ids), dtype=torch.long)
+        bar = tqdm(total=len(prompts), desc=desc, disable=not progress, unit="text")
+        with bar:
+            for idx in _sorted_batches([len(p) for p in prompts], batch_size):
+                logits = self.last_logits(self.pad([prompts[i] for i in idx]))  # [B, V]
+                log_probs = torch.log_softmax(logits, dim=-1)  # [B, V]
+                result[idx] = log_probs[:, columns.to(log_probs.device)].cpu().numpy()  # [B, K]
+                bar.update(len(idx))
+        return result
+
+    def release(self) -> None:
+        if self.model is None:
+            return
+        self.model = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _vllm_dtype(cfg: TeacherConfig) -> str:
+    """``teacher.vllm.dtype``, with auto = the rule of ``teacher.dtype`` (bf16 on CUDA with bf16 support, else fp32)."""
+    name = cfg.vllm.dtype if cfg.vllm.dtype != "auto" else cfg.dtype
+    if name == "auto":
+        return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+    return name
+
+
+def _meta_parameter_count(resolved: str, revision: str | None) -> int:
+    """Parameters of a causal LM counted without loading its weights (a meta-device copy)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(resolved, revision=revision)
+        with torch.device("meta"):
+            return count_parameters(AutoModelForCausalLM.from_config(config))
+    except Exception:  # a count is a table entry, never a reason to fail a run
+        return 0
+
+
+class VLLMBackend(LMBackend):
+    """A vLLM engine (``vllm.LLM``), imported only here. Prompts go in as token ids, so both backends see the same
+    tokens; class logits come from one decoding step that returns exactly the label tokens' log-probabilities
+    (``SamplingParams(max_tokens=1, logprob_token_ids=[...])``, not a top-k that a label token could fall out of).
+    """
+
+    name = "vllm"
+
+    def __init__(self, cfg: TeacherConfig, model: Any = None, tokenizer: Any = None,
+                 device: str | torch.device | None = None):
+        if model is not None:
+            raise ModelError("teacher.backend vllm loads its own weights; an in-memory model runs on backend hf")
+        try:
+            import vllm
+        except ImportError as err:
+            raise ModelError(f"teacher.backend: vllm needs the vllm package ({_one_line(err)}); install it as in "
+                             "README.md, section vLLM, or use backend: hf") from None
+        self.cfg = cfg
+        resolved, self.tokenizer = _load_tokenizer(cfg, tokenizer)
+        revision = None if Path(resolved).is_dir() else cfg.revision
+        settings = cfg.vllm
+        self.dtype = _vllm_dtype(cfg)
+        memory = settings.gpu_memory_utilization or (0.9 if torch.cuda.is_available() else 0.3)
+        kwargs: dict[str, Any] = {
+            "model": resolved, "tokenizer": resolved, "revision": revision, "dtype": self.dtype,
+            "tensor_parallel_size": settings.tensor_parallel_size,
+            "data_parallel_size": settings.data_parallel_size,
+            "gpu_memory_utilization": memory,
+            "enable_prefix_caching": settings.enable_prefix_caching,
+            "enforce_eager": settings.enforce_eager,
+            "seed": 0,
+        }
+        if settings.max_model_len is not None:
+            kwargs["max_model_len"] = settings.max_model_len
+        try:
+            self.llm = vllm.LLM(**kwargs)
+        except Exception as err:
+            raise ModelError(f"vLLM cannot start teacher {cfg.model!r}: {_one_line(err)}") from None
+        self.model = self.llm
+        self.version = str(getattr(vllm, "__version__", "unknown"))
+        self.content_digest = _folder_digest(resolved)
+        self.num_parameters = _meta_parameter_count(resolved, revision)
+        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+
+    def _engine(self) -> Any:
+        if self.llm is None:
+            raise ModelError(f"teacher {self.cfg.display_name} was released; build it again to compute logits")
+        return self.llm
+
+    def _check_lengths(self, prompts: Sequence[list[int]], new_tokens: int) -> None:
+        longest = max((len(p) for p in prompts), default=0)
+        if longest + new_tokens > self.max_model_len:
+            raise ModelError(f"a prompt of {longest} tokens + {new_tokens} new ones exceeds teacher.vllm.max_model_len "
+                             f"({self.max_model_len}); raise it or lower teacher.max_length")
+
+    def token_logprobs(self, prompts: Sequence[list[int]], token_ids: Sequence[int], batch_size: int,
+                       progress: bool = True, desc: str = "teacher") -> np.ndarray:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        token_ids = [int(t) for t in token_ids]
+        result = np.zeros((len(prompts), len(token_ids)), dtype=np.float32)
+        if not prompts:
+            return result
+        self._check_lengths(prompts, 1)
+        params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=token_ids, detokenize=False)
+        # vLLM schedules its own batches (batch_size is the HF backend's knob); outputs come back in input order.
+        outputs = self._engine().generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
+                                          use_tqdm=progress)
+        for row, out in enumerate(outputs):
+            step = out.outputs[0].logprobs[0]  # {token id: Logprob} of the one generated position
+            missing = [t for t in token_ids if t not in step]
+            if missing:
+                raise ModelError(f"vLLM returned no log-probability for label token ids {missing} "
+                                 f"(got {sorted(step)}); the class logits would be wrong")
+            result[row] = [step[t].logprob for t in token_ids]
+        return result
+
+    def generate(self, prompts: Sequence[list[int]], max_new_tokens: int, temperature: float, top_p: float,
+                 seeds: Sequence[int], progress: bool = False) -> list[str]:
+        """One completion per prompt (special tokens skipped), each with its own seed: a result does not depend on
+        which other prompts share its batch. ``temperature`` 0 decodes greedily."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if not prompts:
+            return []
+        self._check_lengths(prompts, max_new_tokens)
+        sampling = {"temperature": temperature, "top_p": top_p} if temperature > 0 else {"temperature": 0.0}
+        params = [SamplingParams(max_tokens=max_new_tokens, seed=int(seed), skip_special_tokens=True, **sampling)
+                  for seed in seeds]
+        outputs = self._engine().generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
+                                          use_tqdm=progress)
+        return [out.outputs[0].text for out in outputs]
+
+    def identity(self) -> dict:
+        return {"backend": {"name": self.name, "vllm_version": self.version}}
+
+    def release(self) -> None:
+        llm, self.llm, self.model = getattr(self, "llm", None), None, None
+        if llm is None:
+            return
+        shutdown = getattr(getattr(llm, "llm_engine", None), "shutdown", None) or getattr(llm, "shutdown", None)
+        if callable(shutdown):
+            try:
+                shutdown()
+            except Exception as err:  # pragma: no cover - best effort: the engine's processes end with ours anyway
+                log.debug("vLLM shutdown: %s", _one_line(err))
+        del llm
+        gc.collect()
+
+
+# The backends a prompted teacher can run on (``teacher.backend``). A new engine is one class + one entry here
+# (and its name in config.TeacherConfig.backend's Literal).
+BACKENDS: dict[str, type[LMBackend]] = {"hf": HFBackend, "vllm": VLLMBackend}
+
+
+# --------------------------------------------------------------------------------------------- prompted LM
+
+
+class PromptedLMTeacher(Teacher):
+    """A causal LM read at the end of a prompt: class logit = logsumexp of its label words' next-token log-probs.
+
+    The task (prompt, few-shot examples, chat template, verbalizer, left cut to ``max_length``) lives here; the
+    engine that runs it is ``self.backend`` (``teacher.backend``: hf or vllm). A ``model`` passed in is an
+    in-memory torch module, so it always runs on hf.
+    """
+
+    def __init__(
+        self,
+        cfg: TeacherConfig,
+        few_shot: Sequence[tuple[str, int]] = (),
+        model: torch.nn.Module | None = None,
+        tokenizer: Any = None,
+        device: str | torch.device | None = None,
+    ):
+        self.cfg = cfg
+        self.name = cfg.display_name
+        self.few_shot = [(str(t), int(y)) for t, y in few_shot]
+        backend = "hf" if model is not None else cfg.backend
+        if backend not in BACKENDS:
+            raise ModelError(f"unknown teacher backend {backend!r} (known: {', '.join(BACKENDS)})")
+        self.backend: LMBackend = BACKENDS[backend](cfg, model=model, tokenizer=tokenizer, device=device)
+        self.tokenizer = self.backend.tokenizer
+        self.num_parameters = self.backend.num_parameters
+        self._content_digest = self.backend.content_digest
+        self._dtype = self.backend.dtype
+        self.tokenizer.padding_side = "left"
+        self.chat = uses_chat_template(self.tokenizer, cfg)
+        # Per class (LABELS order), the label words' first-token ids.
+        self.label_token_ids = verbalizer_token_ids(self.tokenizer, cfg.verbalizer)
+
+    # The hf backend's pieces under their old names (teacher_finetune and tests use them).
+    @property
+    def model(self) -> Any:
+        return getattr(self.backend, "model", None)
+
+    @model.setter
+    def model(self, value: Any) -> None:
+        if value is not None:
+            raise ValueError("a teacher's model can only be released (set to None)")
+        self.backend.release()
+
+    @property
+    def device(self) -> torch.device | None:
+        return getattr(self.backend, "device", None)
+
+    @device.setter
+    def device(self, value: torch.device) -> None:
+        self.backend.device = value
+
+    @property
+    def forward_passes(self) -> int:
+        return int(getattr(self.backend, "forward_passes", 0))
+
+    @property
+    def _keeps_last(self) -> bool:
+        return bool(getattr(self.backend, "keeps_last", False))
+
+    def _pad(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+        return self.backend.pad(rows)  # type: ignore[attr-defined]
+
+    def _last_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.backend.last_logits(batch)  # type: ignore[attr-defined]
+
+    def prompt(self, text: str) -> str:
+        return build_prompt(self.tokenizer, self.cfg, text, self.few_shot)
+
+    def _encode(self, text: str) -> tuple[list[int], bool]:
+        """(token ids of the prompt for ``text``, whether they were cut to ``max_length``)."""
+        ids = self.tokenizer.encode(self.prompt(text), add_special_tokens=not self.chat)
+        limit = self.cfg.max_length
+        if len(ids) <= limit:
+            return ids, False
+        bos = self.tokenizer.bos_token_id
+        return (ids[:1] + ids[len(ids) - limit + 1 :] if bos is not None and ids[0] == bos else ids[-limit:]), True
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of the prompt for ``text``, cut to ``max_length`` keeping the end (the answer cue).
+
+        A chat template writes its own special tokens, so none are added then. When a cut is needed, a leading
+        BOS token is kept and the tokens right after it are dropped.
+        """
+        return self._encode(text)[0]
+
+    def encode_all(self, texts: Sequence[str]) -> list[list[int]]:
+        """:meth:`encode` for every text; one warning (with the count) when any prompt had to be cut."""
+        pairs = [self._encode(t) for t in texts]
+        cut = sum(1 for _, was_cut in pairs if was_cut)
+        if cut:
+            log.warning("teacher %s: %d of %d prompts are longer than teacher.max_length (%d tokens) and were cut "
+                        "from the left, so their start (instruction, few-shot examples or chat header) is lost; "
+                        "raise teacher.max_length", self.name, cut, len(pairs), self.cfg.max_length)
+        return [ids for ids, _ in pairs]
 
     def class_logits(self, texts: Sequence[str], progress: bool = True) -> np.ndarray:
         result = np.zeros((len(texts), len(LABELS)), dtype=np.float32)
         if not texts:
             return result
-        encoded = [self.encode(t) for t in texts]
-        bar = tqdm(total=len(texts), desc=f"teacher {self.name}", disable=not progress, unit="text")
-        with bar:
-            for idx in _sorted_batches([len(e) for e in encoded], self.cfg.batch_size):
-                logits = self._last_logits(self._pad([encoded[i] for i in idx]))  # [B, V]
-                log_probs = torch.log_softmax(logits, dim=-1)  # [B, V]; the class logits are then log-probs
-                per_class = [torch.logsumexp(log_probs[:, ids], dim=-1) for ids in self.label_token_ids]  # 3 x [B]
-                result[idx] = torch.stack(per_class, dim=-1).cpu().numpy()  # [B, 3]
-                bar.update(len(idx))
+        encoded = self.encode_all(texts)
+        flat = list(dict.fromkeys(t for ids in self.label_token_ids for t in ids))  # every label token once
+        log_probs = torch.from_numpy(self.backend.token_logprobs(
+            encoded, flat, self.cfg.batch_size, progress=progress, desc=f"teacher {self.name}"))  # [N, K]
+        column = {t: k for k, t in enumerate(flat)}
+        per_class = [torch.logsumexp(log_probs[:, [column[t] for t in ids]], dim=-1)
+                     for ids in self.label_token_ids]  # 3 x [N]; the class logits are log-probs
+        result[:] = torch.stack(per_class, dim=-1).numpy()  # [N, 3]
         return result
+
+    def release(self) -> None:
+        self.backend.release()
 
     def fingerprint(self) -> dict:
         return {
@@ -254,6 +541,7 @@ class PromptedLMTeacher(Teacher):
             "label_token_ids": self.label_token_ids,
             "few_shot": [[t, y] for t, y in self.few_shot],
             "max_length": self.cfg.max_length,
+            **self.backend.identity(),  # hf adds nothing: caches written before the backend seam stay valid
         }
 
 

@@ -119,16 +119,17 @@ def render_model_card(role: str, cfg: RunConfig, results: Mapping[str, Any], doc
                   f"optimizer steps ({row.get('train_wall_time_s', '?')} s).", ""]
     lines += ["## Teacher", ""]
     if teacher is not None:
-        lines += [f"{teacher['name']} ({cfg.teacher.kind}): accuracy {_fmt(teacher['accuracy'], teacher['accuracy_ci'])},"
-                  f" macro-F1 {_fmt(teacher['macro_f1'], teacher['macro_f1_ci'])} on the same evaluation split.", ""]
+        lines += [f"{teacher['name']} ({cfg.teacher.kind}): accuracy "
+                  f"{_fmt(teacher['accuracy'], teacher['accuracy_ci'])}, macro-F1 "
+                  f"{_fmt(teacher['macro_f1'], teacher['macro_f1_ci'])} on the same evaluation split.", ""]
     else:
         lines += [f"{cfg.teacher.display_name} ({cfg.teacher.kind}); not evaluated in this run.", ""]
     lines += ["## Distillation settings", "",
               f"- student: `{st.display_name}`, {st.method}"
               + (f" (LoRA r={st.lora.r}, alpha={st.lora.alpha}, merged)" if st.method == "lora" else "")
               + f", max_length {st.max_length}",
-              f"- loss: {'alpha·T²·KL(teacher ‖ student) + (1 − alpha)·CE' if role == 'student_distilled' else 'CE on gold labels'}"
-              + (f", T = {train.temperature}, alpha = {train.alpha}" if role == "student_distilled" else ""),
+              (f"- loss: alpha·T²·KL(teacher ‖ student) + (1 − alpha)·CE, T = {train.temperature}, alpha = "
+               f"{train.alpha}" if role == "student_distilled" else "- loss: CE on gold labels"),
               f"- {train.epochs} epochs, learning rate {train.learning_rate}, batch {train.batch_size}, "
               f"{train.lr_scheduler} schedule, checkpoint selection: {train.selection} ({train.selection_metric} on dev)",
               "", "## Evaluation", "",

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import re
+import select
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -22,14 +28,10 @@ def student_dir(tmp_path_factory) -> Path:
     return save_canonical_classifier(tmp_path_factory.mktemp("student"))
 
 
-@pytest.fixture(scope="module")
-def server(student_dir):
-    """(base_url, app) of a uvicorn server running in a background thread on a free loopback port."""
+def _serve(app):
+    """Run ``app`` with uvicorn in a background thread on a free loopback port; yields the base URL."""
     import uvicorn
 
-    from findistill.serve import create_app
-
-    app = create_app(student_dir, max_texts=8, max_chars=200, batch_window_ms=50, max_batch=64)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -41,10 +43,22 @@ def server(student_dir):
     while not srv.started:
         assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", app
-    srv.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def server(student_dir):
+    """(base_url, app) of a uvicorn server running in a background thread on a free loopback port."""
+    from findistill.serve import create_app
+
+    app = create_app(student_dir, max_texts=8, max_chars=200, batch_window_ms=50, max_batch=64)
+    for url in _serve(app):
+        yield url, app
 
 
 def test_health_docs_and_predict(server, student_dir):
@@ -93,14 +107,14 @@ def test_concurrent_requests_are_batched(server, student_dir):
     url, _ = server
     rows = [t for t, _ in make_rows(48, 8)]
     requests = [rows[i * 3:(i + 1) * 3] for i in range(16)]
-    before = httpx.get(f"{url}/metrics", timeout=10).json()
+    before = httpx.get(f"{url}/health", timeout=10).json()["stats"]
 
     async def go():
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             return await asyncio.gather(*(client.post("/predict", json={"texts": t}) for t in requests))
 
     responses = asyncio.run(go())
-    after = httpx.get(f"{url}/metrics", timeout=10).json()
+    after = httpx.get(f"{url}/health", timeout=10).json()["stats"]
     expected = load_classifier(student_dir).predict_proba(rows)
     labels = ["negative", "neutral", "positive"]
     for i, resp in enumerate(responses):
@@ -124,7 +138,7 @@ def test_asgi_transport_and_batch_cap(student_dir):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             res = await asyncio.gather(*(client.post("/predict", json={"texts": [f"t{i}"] * 3}) for i in range(6)))
-            metrics = (await client.get("/metrics")).json()
+            metrics = (await client.get("/health")).json()["stats"]
             await app.state.batcher.close()
             return res, metrics
 
@@ -138,3 +152,179 @@ def test_main_bad_model_exits_2(tmp_path, capsys):
 
     assert main([str(tmp_path / "nope")]) == 2
     assert "model folder not found" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------- HTTP-layer limits
+
+FIFTY_MB = 50 * 2**20
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def _read_response(sock: socket.socket, timeout: float = 10.0) -> tuple[int, dict, bytes]:
+    """Status, headers and body of one HTTP/1.1 response read from a raw socket."""
+    sock.setblocking(True)
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before a response: {data!r}"
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), headers, body[:length]
+
+
+def test_content_length_over_the_limit_is_refused_before_reading(server):
+    """A 50 MB Content-Length is answered 413 at once: the client sends the headers only and gets the answer."""
+    url, app = server
+    limit = app.state.limits["max_body_bytes"]
+    with socket.create_connection(("127.0.0.1", _port(url)), timeout=10) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % FIFTY_MB)
+        start = time.monotonic()
+        status, headers, body = _read_response(sock)
+        assert time.monotonic() - start < 5
+    detail = json.loads(body)["detail"]
+    assert status == 413 and headers.get("connection") == "close"
+    assert detail == f"request body too large: Content-Length {FIFTY_MB:,} bytes > {limit:,} bytes"
+
+
+def test_streamed_body_over_the_limit_is_cut_off(server):
+    """A chunked body (no Content-Length) is counted as it arrives: 413 long before 50 MB are sent, then close."""
+    url, app = server
+    limit = app.state.limits["max_body_bytes"]
+    chunk = b"x" * 65536
+    frame = b"%x\r\n" % len(chunk) + chunk + b"\r\n"
+    sent, pending, answered = 0, b"", False
+    with socket.create_connection(("127.0.0.1", _port(url)), timeout=10) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        sock.setblocking(False)
+        deadline = time.monotonic() + 60
+        while sent < FIFTY_MB and time.monotonic() < deadline:
+            readable, writable, _ = select.select([sock], [sock], [], 1.0)
+            if readable:
+                answered = True
+                break
+            if writable:
+                pending = pending or frame
+                try:
+                    n = sock.send(pending)
+                except (BrokenPipeError, ConnectionResetError):
+                    answered = True
+                    break
+                sent += n
+                pending = pending[n:]
+        assert answered, f"the server read {sent:,} bytes without answering"
+        status, headers, body = _read_response(sock)
+    assert status == 413 and headers.get("connection") == "close"
+    assert json.loads(body)["detail"] == f"request body too large: more than {limit:,} bytes streamed"
+    assert sent < FIFTY_MB // 5, f"{sent:,} bytes were sent before the answer"
+
+
+def test_body_just_under_the_limit_is_served(server):
+    url, app = server
+    limit = app.state.limits["max_body_bytes"]
+    body = json.dumps({"texts": ["$AAPL soars"]})
+    body = body[:-1] + " " * (limit - len(body)) + "}"  # JSON whitespace up to exactly the limit
+    assert len(body.encode()) == limit
+    resp = httpx.post(f"{url}/predict", content=body, headers={"content-type": "application/json"}, timeout=10)
+    assert resp.status_code == 200, resp.text
+    resp = httpx.post(f"{url}/predict", content=body + " ", headers={"content-type": "application/json"}, timeout=10)
+    assert resp.status_code == 413 and "\n" not in resp.json()["detail"]
+
+
+def test_request_timeout_answers_503(student_dir):
+    """A request still waiting when the timeout passes (here: a 3 s batch window) gets 503 and one line."""
+    from findistill.serve import create_app
+
+    app = create_app(student_dir, batch_window_ms=3000, request_timeout_s=0.3)
+    for url in _serve(app):
+        start = time.monotonic()
+        resp = httpx.post(f"{url}/predict", json={"texts": ["$AAPL soars"]}, timeout=10)
+        assert time.monotonic() - start < 2.5
+        assert resp.status_code == 503
+        assert resp.json()["detail"] == "request timed out after 0.3 s (server busy); retry later"
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200  # the server itself is fine
+
+
+def test_metrics_speak_the_prometheus_text_format(server):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url, _ = server
+
+    def scrape() -> dict:
+        resp = httpx.get(f"{url}/metrics", timeout=10)
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain; version=")
+        out = {}
+        for family in text_string_to_metric_families(resp.text):
+            for sample in family.samples:
+                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return out
+
+    before = scrape()
+    for texts in (["a", "b"], ["c"]):
+        assert httpx.post(f"{url}/predict", json={"texts": texts}, timeout=10).status_code == 200
+    assert httpx.post(f"{url}/predict", json={"texts": ["a"] * 9}, timeout=10).status_code == 413
+    after = scrape()
+
+    def delta(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("findistill_predict_requests_total") == 2 and delta("findistill_predict_texts_total") == 3
+    assert delta("findistill_batch_texts_count") == delta("findistill_batches_total") >= 1
+    assert delta("findistill_http_responses_total", path="/predict", status="200") == 2
+    assert delta("findistill_http_responses_total", path="/predict", status="413") == 1
+    assert delta("findistill_request_seconds_count", path="/predict") == 3
+    assert after[("findistill_largest_batch_texts", ())] >= 2
+    health = httpx.get(f"{url}/health", timeout=10).json()  # the JSON counters stay under /health
+    assert health["stats"]["texts"] >= 3 and health["limits"]["max_texts"] == 8
+
+
+# --------------------------------------------------------------------------------------------- offline docs
+
+
+def test_docs_page_references_only_local_assets(server):
+    url, _ = server
+    html = httpx.get(f"{url}/docs", timeout=10).text
+    assets = re.findall(r"""(?:src|href)=["']?([^"' >]+)""", html) + re.findall(r"url: ?'([^']+)'", html)
+    assert assets and not [a for a in assets if a.startswith(("http:", "https:", "//"))], assets
+    assert "cdn." not in html
+    for asset in {a for a in assets if a.endswith((".js", ".css"))}:
+        resp = httpx.get(f"{url}{asset}", timeout=10)
+        assert resp.status_code == 200 and len(resp.content) > 10_000, asset
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_docs_render_in_headless_chromium_without_network(server, tmp_path):
+    """Swagger UI draws the /predict operation with every host name but 127.0.0.1 unresolvable (no network)."""
+    chromium = _chromium()
+    if chromium is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is missing on CI (.ci/run installs it with apt-get)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    url, _ = server
+    proc = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+         "--virtual-time-budget=15000", "--dump-dom", f"{url}/docs"],
+        capture_output=True, text=True, timeout=180)
+    dom = proc.stdout
+    assert 'class="swagger-ui' in dom, (dom[-1500:], proc.stderr[-2000:])
+    assert "opblock-summary-path" in dom and "/predict" in dom and "/health" in dom, dom[-3000:]
+    assert "findistill" in dom

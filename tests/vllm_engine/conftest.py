@@ -1,4 +1,4 @@
-"""tests/vllm runs only under `make test-vllm` (FINDISTILL_VLLM_TESTS=1, in .venv-vllm): the normal suite never
+"""tests/vllm_engine runs only under `make test-vllm` (FINDISTILL_VLLM_TESTS=1, in .venv-vllm): the normal suite never
 collects these files, so it never imports vllm."""
 
 import importlib.util

@@ -245,16 +245,16 @@ def test_body_just_under_the_limit_is_served(server):
 
 
 def test_request_timeout_answers_503(student_dir):
-    """A request still waiting when the timeout passes (here: a 3 s batch window) gets 503 and one line."""
+    """A request still waiting when the timeout passes (here: a 30 s batch window) gets 503 and one line."""
     from findistill.serve import create_app
 
-    app = create_app(student_dir, batch_window_ms=3000, request_timeout_s=0.3)
+    app = create_app(student_dir, batch_window_ms=30_000, request_timeout_s=0.5)
     for url in _serve(app):
         start = time.monotonic()
-        resp = httpx.post(f"{url}/predict", json={"texts": ["$AAPL soars"]}, timeout=10)
-        assert time.monotonic() - start < 2.5
+        resp = httpx.post(f"{url}/predict", json={"texts": ["$AAPL soars"]}, timeout=60)
+        assert time.monotonic() - start < 20  # long before the batch window would have run it
         assert resp.status_code == 503
-        assert resp.json()["detail"] == "request timed out after 0.3 s (server busy); retry later"
+        assert resp.json()["detail"] == "request timed out after 0.5 s (server busy); retry later"
         assert httpx.get(f"{url}/health", timeout=10).status_code == 200  # the server itself is fine
 
 

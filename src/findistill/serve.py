@@ -266,12 +266,13 @@ class LimitsMiddleware:
                 done, _ = await asyncio.wait({task, waiter}, timeout=self.timeout,
                                              return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
-                if not done:
+                if not done and not started.is_set():
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
-                    await _send_json(send, 503, f"request timed out after {self.timeout:g} s (server busy); "
-                                                "retry later")
+                    if not started.is_set():  # nothing was sent while it was being cancelled
+                        await _send_json(send, 503, f"request timed out after {self.timeout:g} s (server busy); "
+                                                    "retry later")
                     return
             await task
         except HTTPException as err:  # raised outside FastAPI's own handling (e.g. by a non-route path)

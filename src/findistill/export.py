@@ -71,11 +71,11 @@ def _marker(variant: str, source: Path, max_length: int, **extra: Any) -> dict[s
 
 
 def _support_files(model, tokenizer, source: Path, dst: Path) -> None:
-    """Tokenizer, config.json (id2label) and the run config next to every variant."""
+    """Tokenizer, config.json (id2label), the run config, the model card and the calibration next to every variant."""
     dst.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(dst))
     model.config.save_pretrained(str(dst))
-    for name in ("findistill_config.yaml",):
+    for name in ("findistill_config.yaml", "README.md", "calibration.json"):
         if (source / name).is_file():
             shutil.copy2(source / name, dst / name)
 

@@ -28,6 +28,7 @@ MARKER = "findistill_export.json"
 VARIANTS: tuple[str, ...] = ("fp32", "torch-int8", "onnx", "onnx-int8")
 EXPORT_VARIANTS: tuple[str, ...] = VARIANTS[1:]
 ONNX_FILE = "model.onnx"
+CALIBRATION = "calibration.json"  # {"temperature": T, ...}, written by `findistill analyze`
 QUANTIZED_STATE_DICT = "quantized_state_dict.pt"
 DEFAULT_MAX_LENGTH = 128
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".onnx.data", ".data")
@@ -71,6 +72,21 @@ def weights_size_mb(folder: str | Path) -> float:
     total = sum(p.stat().st_size for p in Path(folder).iterdir()
                 if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES))
     return total / 1e6
+
+
+def read_temperature(folder: Path) -> float:
+    """The temperature of ``calibration.json`` in ``folder`` (fitted on the dev split by `findistill analyze`);
+    1.0 when there is none."""
+    path = Path(folder) / CALIBRATION
+    if not path.is_file():
+        return 1.0
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))["temperature"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ModelError(f"{path}: unreadable calibration ({type(err).__name__}: {_first_line(err)})") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ModelError(f"{path}: temperature must be a positive number, got {value!r}")
+    return float(value)
 
 
 def _findistill_max_length(folder: Path) -> int | None:
@@ -135,6 +151,7 @@ class Classifier:
         self.max_length = max_length
         self.name = name
         self.marker = marker or {}
+        self.temperature = read_temperature(folder)
         id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
         if sorted(id2label) != list(range(len(id2label))) or not id2label:
             raise ModelError(f"{folder}: config.json id2label must map 0..C-1 to names, got {config.id2label}")
@@ -189,8 +206,9 @@ class Classifier:
         return 0
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """Class probabilities ``[N, C]`` (columns in ``labels`` order), in input order."""
-        return softmax(self.predict_logits(texts, batch_size, progress))
+        """Class probabilities ``[N, C]`` (columns in ``labels`` order), in input order: ``softmax(logits / T)``
+        with the folder's calibrated temperature (1 without ``calibration.json``)."""
+        return softmax(self.predict_logits(texts, batch_size, progress) / self.temperature)
 
     def to_predictions(self, probs: np.ndarray) -> list[dict[str, Any]]:
         """Rows of probabilities → ``[{"label", "probs": {label: p}}]``."""

@@ -325,7 +325,8 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
             "machine": machine_info(), "dataset": run.splits.info(), "confidence": ev_cfg.confidence,
             "reference_rows": rows, "frontier": frontier_rows, "comparisons": comparisons, "gains": verdicts,
             "timing": timing, "targets": TARGETS, "published": PUBLISHED,
-            "cells_wall_time_s": round(sum(c["train_wall_time_s"] for c in cells.values()), 1)}
+            "cells_wall_time_s": round(sum(c["train_wall_time_s"] for c in cells.values()), 1),
+            "cell_torch_threads": sorted({c["machine"]["torch_threads"] for c in cells.values()})}
 
 
 def _pm(mean: float, sd: float | None, digits: int = 3) -> str:
@@ -380,7 +381,8 @@ def render(results: dict[str, Any], config_yaml: str) -> str:
              f"dev {d.get('n_dev'):,} (selection), transfer {d.get('n_transfer', 0):,} texts "
              f"({json.dumps(d.get('transfer', {}))})",
              f"- Student training wall time, all cells: {results['cells_wall_time_s'] / 60:.1f} min "
-             "(each cell's own time is in results.json)", "", "## Targets", "", "| target | value | status |",
+             f"(torch threads per cell: {results['cell_torch_threads']}; each cell's own time is in results.json; "
+             "cells that ran beside other work are no speed measurement — speed is the timing columns only)", "", "## Targets", "", "| target | value | status |",
              "|---|---|---|"]
     lines += [f"| {t['target']} | {t['value']} | **{t['status']}** |" for t in results["target_status"]]
     level = f"{results['confidence']:.0%}"

@@ -13,7 +13,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "distill": ("findistill.cli", "distill_main", "train the distilled student (labels first if needed)"),
     "evaluate": ("findistill.cli", "evaluate_main", "rebuild a run's report, or evaluate a saved model"),
     "teacher-finetune": ("findistill.cli", "teacher_finetune_main", "LoRA fine-tune the teacher on gold labels"),
-    "candidates": ("findistill.candidates", "main", "compare teacher and student candidates on the dev split"),
+    "candidates": ("findistill.cli", "candidates_main", "compare teacher and student candidates on the dev split"),
     "augment": ("findistill.cli", "augment_main", "generate and filter teacher paraphrases"),
     "export": ("findistill.export", "main", "int8 / ONNX export of a student with an accuracy/speed table"),
     "predict": ("findistill.predict", "main", "classify texts from a file or stdin into JSONL"),

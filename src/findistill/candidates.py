@@ -340,19 +340,3 @@ def _recommendation(what: str, rec: dict | None) -> str:
     if rec["name"] is None:
         return f"**Recommended {what}:** none ({rec['reason']}). Rule: {rec['rule']}."
     return f"**Recommended {what}: {rec['name']}** — {rec['reason']}. Rule: {rec['rule']}."
-
-
-def main(argv: list[str]) -> int:
-    from findistill.cli import _load, _parser
-
-    p = _parser("candidates", "Compare the config's teacher and student candidates on the dev split; writes "
-                              "<out>/candidates.json and candidates.md with a recommendation per table.")
-    p.add_argument("--memory-budget-gb", type=float, default=None,
-                   help="teachers above this peak memory are not recommended (default: 80%% of GPU memory / RAM)")
-    args = p.parse_args(argv)
-    config, out, data_dir = _load(args)
-    budget = None if args.memory_budget_gb is None else args.memory_budget_gb * 1024
-    doc = compare_candidates(config, out, data_dir, budget)
-    print(render_markdown(doc))
-    print(f"candidates: {out / 'candidates.json'}, {out / 'candidates.md'}")
-    return 0

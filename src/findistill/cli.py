@@ -1,4 +1,5 @@
-"""Argument parsing for the config-driven commands (run, label, distill, evaluate, teacher-finetune, augment).
+"""Argument parsing for the config-driven commands (run, label, distill, evaluate, teacher-finetune, augment,
+candidates).
 
 Each `*_main(argv)` parses its arguments, loads the YAML config (with `--set key=value` overrides) and calls
 the pipeline. Configs are the source of truth; flags only say where things are.
@@ -123,6 +124,22 @@ def evaluate_main(argv: list[str]) -> int:
                             max_length=config.student.max_length, desc="evaluate")
     row = evaluate_row(args.model, "student_distilled", splits.eval.labels, logits, config.eval)
     print(json.dumps(row, indent=2))
+    return 0
+
+
+def candidates_main(argv: list[str]) -> int:
+    from findistill.candidates import compare_candidates, render_markdown
+
+    p = _parser("candidates", "Compare the config's teacher and student candidates on the dev split; writes "
+                              "<out>/candidates.json and candidates.md with a recommendation per table.")
+    p.add_argument("--memory-budget-gb", type=float, default=None,
+                   help="teachers above this peak memory are not recommended (default: 80%% of GPU memory / RAM)")
+    args = p.parse_args(argv)
+    config, out, data_dir = _load(args)
+    budget = None if args.memory_budget_gb is None else args.memory_budget_gb * 1024
+    doc = compare_candidates(config, out, data_dir, budget)
+    print(render_markdown(doc))
+    print(f"candidates: {out / 'candidates.json'}, {out / 'candidates.md'}")
     return 0
 
 

@@ -244,7 +244,7 @@ class Run:
         summary_path = self.out / "augment" / "summary.json"
         others = splits.train.texts + splits.dev.texts + splits.eval.texts
         generator = cfg.model or self.teacher_config().model
-        model, tokenizer = load_generator(generator)
+        model, tokenizer = load_generator(generator, backend=self.config.teacher.backend)
         _say(f"[augment] paraphrasing training texts with {generator}; the teacher filters and labels them")
         result = augment(cfg, splits.train, others, model, tokenizer, self.teacher, self.out / "augment")
         del model

@@ -223,7 +223,7 @@ def test_prompted_lm_with_chat_template(tiny_llama_dir, lm_teacher):
 
     from findistill.teacher import PromptedLMTeacher
 
-    assert lm_teacher._keeps_last  # LLaMA takes logits_to_keep: only the last position's logits are computed
+    assert lm_teacher.keeps_last  # LLaMA takes logits_to_keep: only the last position's logits are computed
     tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
     tok.chat_template = CHAT_TEMPLATE
     cfg = TeacherConfig(model=str(tiny_llama_dir), system_prompt="Be brief.", batch_size=3)

@@ -71,7 +71,7 @@ def test_training_reduction_equals_the_teachers_read(tiny_llama_dir):
     cfg = teacher_cfg(tiny_llama_dir)
     teacher = PromptedLMTeacher(cfg)
     texts = toy_split(6, 3, "x").texts
-    batch = teacher._pad([teacher.encode(t) for t in texts])
+    batch = teacher.pad([teacher.encode(t) for t in texts])
     with torch.no_grad():
         last = teacher.model(**batch, use_cache=False).logits[:, -1, :]  # [B, V]
     ours = label_word_class_logits(last, teacher.label_token_ids).numpy()

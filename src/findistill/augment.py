@@ -513,9 +513,10 @@ def _generator_for(cfg: AugmentConfig, model: Any, tokenizer: Any, teacher: Any)
             raise ModelError("augment has no paraphrase model: load one with load_generator (backend hf), or give a "
                              "teacher that runs on vLLM")
         return model, tokenizer, False
-    from findistill.teacher import VLLMBackend, _resolve
+    from findistill.model_refs import resolve_model
+    from findistill.teacher import VLLMBackend
 
-    same = cfg.model is None or _resolve(cfg.model) == _resolve(lm.cfg.model, lm.cfg.revision)
+    same = cfg.model is None or resolve_model(cfg.model) == resolve_model(lm.cfg.model, lm.cfg.revision)
     if same:
         return lm.backend, lm.backend.tokenizer, False
     logger.info("augment: starting a second vLLM engine for %s (the teacher's engine serves %s)", cfg.model,

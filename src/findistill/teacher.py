@@ -26,7 +26,9 @@ from tqdm.auto import tqdm
 
 from findistill.config import LABEL2ID, LABELS, TeacherConfig
 from findistill.errors import DataError, ModelError
+from findistill.model_refs import resolve_model
 from findistill.prompts import build_prompt, select_few_shot, uses_chat_template, verbalizer_token_ids
+from findistill.student import count_parameters
 
 FINGERPRINT_VERSION = 1
 log = logging.getLogger("findistill.teacher")
@@ -35,26 +37,13 @@ log = logging.getLogger("findistill.teacher")
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _resolve(ref: str, revision: str | None = None) -> str:
-    """``ref`` as something ``from_pretrained`` takes (via ``model_refs.resolve_model`` when that module exists)."""
-    try:
-        from findistill.model_refs import resolve_model
-    except ImportError:
-        return ref
-    return resolve_model(ref, revision=revision)
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    return int(sum(p.numel() for p in model.parameters()))
-
-
-def _pick_device(device: str | torch.device | None) -> torch.device:
+def pick_device(device: str | torch.device | None) -> torch.device:
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
-def _pick_dtype(name: str, device: torch.device) -> torch.dtype:
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
@@ -99,7 +88,7 @@ def _load(
 
     A ``model`` / ``tokenizer`` given by the caller is used as is (moved to ``device`` when one is given).
     """
-    resolved = cfg.model if model is not None and tokenizer is not None else _resolve(cfg.model, cfg.revision)
+    resolved = cfg.model if model is not None and tokenizer is not None else resolve_model(cfg.model, cfg.revision)
     revision = None if Path(resolved).is_dir() else cfg.revision
     if resolved.startswith(("/", "./", "../", "~")) and not Path(resolved).expanduser().is_dir():
         raise ModelError(f"teacher model folder not found: {resolved}")
@@ -111,13 +100,13 @@ def _load(
         except Exception as err:
             raise ModelError(f"cannot load the tokenizer of teacher {cfg.model!r}: {_one_line(err)}") from None
     if model is None:
-        device = _pick_device(device)
+        device = pick_device(device)
         try:
-            model = auto_class.from_pretrained(resolved, revision=revision, dtype=_pick_dtype(cfg.dtype, device))
+            model = auto_class.from_pretrained(resolved, revision=revision, dtype=pick_dtype(cfg.dtype, device))
         except Exception as err:
             raise ModelError(f"cannot load teacher model {cfg.model!r}: {_one_line(err)}") from None
     else:
-        device = _pick_device(device) if device is not None else next(model.parameters()).device
+        device = pick_device(device) if device is not None else next(model.parameters()).device
     model.to(device)
     _ensure_pad(tokenizer, cfg)
     return model.eval(), tokenizer, device, _folder_digest(resolved)
@@ -167,7 +156,7 @@ class Teacher(abc.ABC):
 
 def _load_tokenizer(cfg: TeacherConfig, tokenizer: Any = None) -> tuple[str, Any]:
     """(resolved model reference, tokenizer with a pad token): the tokenizer every backend builds prompts with."""
-    resolved = _resolve(cfg.model, cfg.revision)
+    resolved = resolve_model(cfg.model, cfg.revision)
     revision = None if Path(resolved).is_dir() else cfg.revision
     if resolved.startswith(("/", "./", "../", "~")) and not Path(resolved).expanduser().is_dir():
         raise ModelError(f"teacher model folder not found: {resolved}")
@@ -222,7 +211,7 @@ class HFBackend(LMBackend):
         self.model, self.tokenizer, self.device, self.content_digest = _load(
             cfg, AutoModelForCausalLM, model, tokenizer, device
         )
-        self.num_parameters = count_parameters(self.model)
+        self.num_parameters = count_parameters(self.model)[0]
         self.dtype = str(next(self.model.parameters()).dtype).replace("torch.", "")
         self.forward_passes = 0  # batches run through the model (tests and caches check it)
         params = inspect.signature(self.model.forward).parameters
@@ -289,7 +278,7 @@ def _meta_parameter_count(resolved: str, revision: str | None) -> int:
     try:
         config = AutoConfig.from_pretrained(resolved, revision=revision)
         with torch.device("meta"):
-            return count_parameters(AutoModelForCausalLM.from_config(config))
+            return count_parameters(AutoModelForCausalLM.from_config(config))[0]
     except Exception:  # a count is a table entry, never a reason to fail a run
         return 0
 
@@ -479,10 +468,10 @@ class PromptedLMTeacher(Teacher):
         return int(getattr(self.backend, "forward_passes", 0))
 
     @property
-    def _keeps_last(self) -> bool:
+    def keeps_last(self) -> bool:
         return bool(getattr(self.backend, "keeps_last", False))
 
-    def _pad(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+    def pad(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
         return self.backend.pad(rows)  # type: ignore[attr-defined]
 
     def _last_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -575,7 +564,7 @@ class ClassifierTeacher(Teacher):
         self.model, self.tokenizer, self.device, self._content_digest = _load(
             cfg, AutoModelForSequenceClassification, model, tokenizer, device
         )
-        self.num_parameters = count_parameters(self.model)
+        self.num_parameters = count_parameters(self.model)[0]
         self._dtype = str(next(self.model.parameters()).dtype).replace("torch.", "")
         if getattr(self.model.config, "pad_token_id", None) is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id

@@ -83,7 +83,7 @@ class _PromptCollator:
         self.teacher = teacher
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        batch = {k: v.cpu() for k, v in self.teacher._pad([r["input_ids"] for r in rows]).items()}  # [B, L] each
+        batch = {k: v.cpu() for k, v in self.teacher.pad([r["input_ids"] for r in rows]).items()}  # [B, L] each
         batch["labels"] = torch.tensor([r["labels"] for r in rows], dtype=torch.long)  # [B]
         return batch
 
@@ -150,9 +150,10 @@ def _prepare_verbalizer(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, de
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from findistill.teacher import PromptedLMTeacher, _resolve
+    from findistill.model_refs import resolve_model
+    from findistill.teacher import PromptedLMTeacher
 
-    resolved = _resolve(cfg.model, cfg.revision)
+    resolved = resolve_model(cfg.model, cfg.revision)
     revision = None if Path(resolved).is_dir() else cfg.revision
     try:
         base = AutoModelForCausalLM.from_pretrained(resolved, revision=revision, dtype=torch.float32)
@@ -174,7 +175,7 @@ def _prepare_verbalizer(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, de
             peft_model.train()
 
     kwargs = {"data_collator": _PromptCollator(reader), "label_token_ids": reader.label_token_ids,
-              "keeps_last": reader._keeps_last}
+              "keeps_last": reader.keeps_last}
     return peft_model, reader.tokenizer, rows, kwargs, evaluate
 
 
@@ -216,7 +217,7 @@ def finetune_teacher(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, out_d
     """
     from transformers import set_seed
 
-    from findistill.teacher import _pick_device, _pick_dtype
+    from findistill.teacher import pick_device, pick_dtype
     from findistill.trainer import DistillationTrainer, training_arguments
 
     ft = cfg.finetune
@@ -234,7 +235,7 @@ def finetune_teacher(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, out_d
     out_dir = Path(out_dir)
     start = time.perf_counter()
     set_seed(seed)
-    device = _pick_device(None)
+    device = pick_device(None)
     prepare = _prepare_verbalizer if ft.method == "verbalizer" else _prepare_head
     model, tokenizer, dataset, kwargs, evaluate = prepare(cfg0, train, dev, device)
     total = int(sum(p.numel() for p in model.parameters()))
@@ -258,7 +259,7 @@ def finetune_teacher(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, out_d
     model.eval()
     # plain transformers model (with the best epoch's LoRA merged in, when LoRA trained)
     merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-    merged.to(dtype=_pick_dtype(cfg.dtype, device))
+    merged.to(dtype=pick_dtype(cfg.dtype, device))
     if ft.method == "verbalizer":
         merged.config.use_cache = True
     summary = {

@@ -488,7 +488,8 @@ def load_splits(cfg: DataConfig, data_dir: str | None = None) -> DatasetSplits:
     evals = stratified_subsample(evals, cfg.max_eval_examples, cfg.seed)
     transfer, transfer_report = None, {}
     if cfg.transfer_files:
-        folder = data_dir or os.environ.get(DATA_DIR_ENV) or (cfg.source if Path(cfg.source).is_dir() else None)
+        # the folder TFNS was read from (as in _raw_splits: a source folder wins over --data-dir / the env var)
+        folder = cfg.source if Path(cfg.source).expanduser().is_dir() else (data_dir or os.environ.get(DATA_DIR_ENV))
         parts = [part for ref in cfg.transfer_files for part in load_transfer_source(ref, cfg.text_column, folder)]
         # a text in several splits counts as a leak into the first of these: evaluation, dev, train
         transfer, transfer_report = build_transfer(parts, {"eval": evals, "dev": dev, "train": train},

@@ -81,14 +81,9 @@ def _sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndar
         yield order[start : start + batch_size]
 
 
-def _load(
-    cfg: TeacherConfig, auto_class: Any, model: Any, tokenizer: Any, device: str | torch.device | None
-) -> tuple[Any, Any, torch.device, str | None]:
-    """(model in eval mode on its device, tokenizer with a pad token, device, content digest of a local folder).
-
-    A ``model`` / ``tokenizer`` given by the caller is used as is (moved to ``device`` when one is given).
-    """
-    resolved = cfg.model if model is not None and tokenizer is not None else resolve_model(cfg.model, cfg.revision)
+def _checked_tokenizer(cfg: TeacherConfig, resolved: str, tokenizer: Any) -> tuple[str | None, Any]:
+    """(revision to load ``resolved`` with, the caller's tokenizer or the one of ``resolved``); a missing local
+    folder or an unloadable tokenizer is one-line ``ModelError``."""
     revision = None if Path(resolved).is_dir() else cfg.revision
     if resolved.startswith(("/", "./", "../", "~")) and not Path(resolved).expanduser().is_dir():
         raise ModelError(f"teacher model folder not found: {resolved}")
@@ -99,6 +94,18 @@ def _load(
             tokenizer = AutoTokenizer.from_pretrained(resolved, revision=revision)
         except Exception as err:
             raise ModelError(f"cannot load the tokenizer of teacher {cfg.model!r}: {_one_line(err)}") from None
+    return revision, tokenizer
+
+
+def _load(
+    cfg: TeacherConfig, auto_class: Any, model: Any, tokenizer: Any, device: str | torch.device | None
+) -> tuple[Any, Any, torch.device, str | None]:
+    """(model in eval mode on its device, tokenizer with a pad token, device, content digest of a local folder).
+
+    A ``model`` / ``tokenizer`` given by the caller is used as is (moved to ``device`` when one is given).
+    """
+    resolved = cfg.model if model is not None and tokenizer is not None else resolve_model(cfg.model, cfg.revision)
+    revision, tokenizer = _checked_tokenizer(cfg, resolved, tokenizer)
     if model is None:
         device = pick_device(device)
         try:
@@ -157,16 +164,7 @@ class Teacher(abc.ABC):
 def _load_tokenizer(cfg: TeacherConfig, tokenizer: Any = None) -> tuple[str, Any]:
     """(resolved model reference, tokenizer with a pad token): the tokenizer every backend builds prompts with."""
     resolved = resolve_model(cfg.model, cfg.revision)
-    revision = None if Path(resolved).is_dir() else cfg.revision
-    if resolved.startswith(("/", "./", "../", "~")) and not Path(resolved).expanduser().is_dir():
-        raise ModelError(f"teacher model folder not found: {resolved}")
-    if tokenizer is None:
-        from transformers import AutoTokenizer
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(resolved, revision=revision)
-        except Exception as err:
-            raise ModelError(f"cannot load the tokenizer of teacher {cfg.model!r}: {_one_line(err)}") from None
+    _, tokenizer = _checked_tokenizer(cfg, resolved, tokenizer)
     _ensure_pad(tokenizer, cfg)
     return resolved, tokenizer
 

@@ -51,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "benchmarks" / "configs" / "frontier.yaml"
 VARIANTS = ("ce", "kd", "kd_transfer", "ce_matched", "kd_transfer_oof")
 TEACHER_VARIANTS = {"kd", "kd_transfer", "kd_transfer_oof"}
+TRANSFER_VARIANTS = {"kd_transfer", "kd_transfer_oof", "ce_matched"}  # their length follows --transfer-epochs
 SEEDS = (42, 43, 44)
 TARGETS = {"l6_accuracy": 0.89, "l6_macro_f1": 0.86, "gain_points": 1.5, "compact_accuracy": 0.87,
            "compact_texts_per_s": 1000.0, "int8_loss_points": 0.5, "teacher_accuracy": 0.90}
@@ -66,10 +67,20 @@ class Cell:
     size: int
     variant: str
     seed: int
+    transfer_epochs: float = 1.0
+
+    @property
+    def label(self) -> str:
+        """The variant, with ``_te<E>`` when it runs E != 1 epochs over gold + transfer texts (a row of its own)."""
+        return label_of(self.variant, self.transfer_epochs)
 
     @property
     def name(self) -> str:
-        return f"L{self.size}_{self.variant}_s{self.seed}"
+        return f"L{self.size}_{self.label}_s{self.seed}"
+
+
+def label_of(variant: str, transfer_epochs: float) -> str:
+    return f"{variant}_te{transfer_epochs:g}" if variant in TRANSFER_VARIANTS and transfer_epochs != 1 else variant
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -78,9 +89,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--sizes", default="6,3,2", help="student sizes: transformer layers kept (default: %(default)s)")
     p.add_argument("--seeds", type=int, default=3, help=f"seeds per cell, from {SEEDS} (default: %(default)s)")
     p.add_argument("--variants", default=",".join(VARIANTS), help="variants to train (default: %(default)s)")
-    p.add_argument("--transfer-epochs", type=float, default=None,
-                   help="epochs of the kd_transfer cells over gold + transfer texts (default: train.epochs); "
-                        "ce_matched follows their step count")
+    p.add_argument("--transfer-epochs", type=float, default=1.0,
+                   help="epochs of the kd_transfer cells over gold + transfer texts (default: %(default)s); "
+                        "ce_matched follows their step count; cells with E != 1 are rows of their own (_teE)")
     p.add_argument("--timing", action="store_true", help="measure onnx-int8 speed per size (needs idle cores)")
     p.add_argument("--report", action="store_true", help="only rebuild the report from the finished cells")
     p.add_argument("--run-dir", default=None, help="run folder (default: runs/<config name>, git-ignored)")
@@ -102,9 +113,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def grid(sizes: list[int], variants: list[str], seeds: int) -> list[Cell]:
+def grid(sizes: list[int], variants: list[str], seeds: int, transfer_epochs: float = 1.0) -> list[Cell]:
     """Seed-major order: a partial run leaves whole seeds of every size, not all seeds of one size."""
-    return [Cell(size, variant, seed) for seed in SEEDS[:seeds] for size in sizes for variant in variants]
+    return [Cell(size, variant, seed, transfer_epochs) for seed in SEEDS[:seeds] for size in sizes
+            for variant in variants]
 
 
 # --------------------------------------------------------------------------------------------- workers
@@ -160,9 +172,9 @@ def steps_for(n_texts: int, train_cfg, epochs: float) -> int:
     return int(np.ceil(per_epoch * epochs))
 
 
-def cell_data(run, cell: Cell, transfer_epochs: float) -> tuple[list[str], list[int], np.ndarray | None, int]:
-    """(texts, labels, teacher logits or None, max_steps or -1) of a cell; transfer cells run ``transfer_epochs``."""
-    splits, train_cfg = run.splits, run.config.train
+def cell_data(run, cell: Cell) -> tuple[list[str], list[int], np.ndarray | None, int]:
+    """(texts, labels, teacher logits or None, max_steps or -1) of a cell; transfer cells run its transfer epochs."""
+    splits, train_cfg, transfer_epochs = run.splits, run.config.train, cell.transfer_epochs
     train = splits.train
     transfer = splits.transfer if splits.transfer is not None else None
     if cell.variant in ("kd_transfer", "kd_transfer_oof", "ce_matched") and not (transfer and len(transfer)):
@@ -187,14 +199,14 @@ def cell_data(run, cell: Cell, transfer_epochs: float) -> tuple[list[str], list[
     return texts, labels, np.concatenate(logits).astype(np.float32), steps_for(len(texts), train_cfg, transfer_epochs)
 
 
-def run_cell(run, cell: Cell, folder: Path, transfer_epochs: float) -> dict[str, Any]:
+def run_cell(run, cell: Cell, folder: Path) -> dict[str, Any]:
     from findistill.evaluate import predict_logits
     from findistill.io_utils import atomic_write_json
     from findistill.student import save_student
     from findistill.trainer import train_student
 
     config = run.config
-    texts, labels, logits, max_steps = cell_data(run, cell, transfer_epochs)
+    texts, labels, logits, max_steps = cell_data(run, cell)
     student_cfg = dataclasses.replace(config.student, num_layers=cell.size)
     train_cfg = dataclasses.replace(config.train, seed=cell.seed, max_steps=max_steps)
     dev, ev = run.splits.dev, run.splits.eval
@@ -208,7 +220,8 @@ def run_cell(run, cell: Cell, folder: Path, transfer_epochs: float) -> dict[str,
     np.save(folder / "eval_logits.npy", eval_logits)
     if cell.seed == SEEDS[0]:  # one model per size and variant is kept, for export and timing
         save_student(result.model, result.tokenizer, folder / "student")
-    info = {"cell": cell.name, "size": cell.size, "variant": cell.variant, "seed": cell.seed,
+    info = {"cell": cell.name, "size": cell.size, "variant": cell.variant, "label": cell.label, "seed": cell.seed,
+            "transfer_epochs": cell.transfer_epochs if cell.variant in TRANSFER_VARIANTS else None,
             "train_examples": len(texts), "train_steps": result.steps, "selected_step": result.selected_step,
             "selected_dev_metric": result.selected_dev_metric, "train_wall_time_s": round(result.wall_time_s, 1),
             "params": result.total_params, "eval_examples_per_s_fp32": round(len(ev) / eval_s, 1),
@@ -222,16 +235,16 @@ def run_cell(run, cell: Cell, folder: Path, transfer_epochs: float) -> dict[str,
 
 
 def time_size(run, size: int, cells_dir: Path, out_dir: Path) -> dict[str, Any] | None:
-    """onnx-int8 export of the first seed's kd_transfer student (else kd, else ce) and its speed on this machine."""
+    """onnx-int8 export of the first seed's distilled student with the best dev score (else CE-only), timed here."""
     from findistill.export import export
     from findistill.runtime import load_classifier
 
-    for variant in ("kd_transfer", "kd", "ce"):
-        source = cells_dir / Cell(size, variant, SEEDS[0]).name / "student"
-        if (source / "config.json").is_file():
-            break
-    else:
+    kept = [json.loads(p.read_text()) for p in cells_dir.glob(f"L{size}_*_s{SEEDS[0]}/cell.json")
+            if (p.parent / "student" / "config.json").is_file()]
+    kept.sort(key=lambda c: (c["variant"] in TEACHER_VARIANTS, c["selected_dev_metric"] or 0.0), reverse=True)
+    if not kept:
         return None
+    source, variant = cells_dir / kept[0]["cell"] / "student", cell_label(kept[0])
     ev = run.splits.eval
     export_dir = out_dir / f"L{size}"
     report = export(source, export_dir, eval_texts=ev.texts, eval_labels=ev.labels,
@@ -262,6 +275,15 @@ def time_size(run, size: int, cells_dir: Path, out_dir: Path) -> dict[str, Any] 
 # --------------------------------------------------------------------------------------------- report
 
 
+def cell_label(info: dict[str, Any]) -> str:
+    """A finished cell's row label; cells written before transfer epochs were recorded ran one."""
+    return label_of(info["variant"], info.get("transfer_epochs") or 1.0)
+
+
+def _label_order(info: dict[str, Any]) -> tuple[int, float]:
+    return VARIANTS.index(info["variant"]), info.get("transfer_epochs") or 1.0
+
+
 def _mean_sd(values: list[float]) -> tuple[float, float | None]:
     return float(np.mean(values)), (float(statistics.stdev(values)) if len(values) > 1 else None)
 
@@ -275,6 +297,7 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
     cells = {}
     for path in sorted(cells_dir.glob("*/cell.json")):
         info = json.loads(path.read_text())
+        info["label"] = cell_label(info)
         info["logits"] = np.load(path.parent / "eval_logits.npy")
         cells[info["cell"]] = info
     rows: list[dict[str, Any]] = [majority_row(y, np.asarray(run.splits.train.labels), ev_cfg)]
@@ -284,9 +307,9 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
         rows.append(evaluate_row(t.name, "teacher", y, t.logits, ev_cfg, **t.meta))
     groups: dict[tuple[int, str], list[dict]] = {}
     for info in cells.values():
-        groups.setdefault((info["size"], info["variant"]), []).append(info)
+        groups.setdefault((info["size"], info["label"]), []).append(info)
     frontier_rows, comparisons = [], []
-    for (size, variant), members in sorted(groups.items(), key=lambda kv: (-kv[0][0], VARIANTS.index(kv[0][1]))):
+    for (size, variant), members in sorted(groups.items(), key=lambda kv: (-kv[0][0], _label_order(kv[1][0]))):
         members.sort(key=lambda m: m["seed"])
         per_seed = []
         for m in members:
@@ -312,7 +335,7 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
                               "per_seed": per_seed, "timing": speed})
     verdicts = []
     for size in sorted({c["size"] for c in comparisons}, reverse=True):
-        for variant in VARIANTS[1:]:
+        for variant in dict.fromkeys(c["a"] for c in comparisons if c["size"] == size):
             comps = [c for c in comparisons if c["size"] == size and c["a"] == variant]
             if comps:
                 diffs = [c["diff"] * 100 for c in comps]
@@ -488,7 +511,7 @@ def _main(argv: list[str]) -> int:
                 print(f"[frontier] L{size}: {measured['texts_per_s']} texts/s onnx-int8, batch-1 p50 "
                       f"{measured['batch1_p50_ms']} ms", flush=True)
     elif not args.report:
-        cells = grid(args.size_list, args.variant_list, args.seeds)
+        cells = grid(args.size_list, args.variant_list, args.seeds, args.transfer_epochs)
         if any(c.variant in TEACHER_VARIANTS for c in cells):
             prepare_teacher_once(run)
         started = time.perf_counter()
@@ -496,7 +519,7 @@ def _main(argv: list[str]) -> int:
             folder = cells_dir / cell.name
             if (folder / "cell.json").is_file() or not claim(folder / "claim"):
                 continue
-            info = run_cell(run, cell, folder, args.transfer_epochs or config.train.epochs)
+            info = run_cell(run, cell, folder)
             (folder / "claim").unlink(missing_ok=True)
             print(f"[frontier] {cell.name} done in {info['train_wall_time_s'] / 60:.1f} min "
                   f"({(time.perf_counter() - started) / 60:.1f} min this invocation)", flush=True)

@@ -36,33 +36,40 @@ def test_frontier_cells_resume_and_report(tmp_path, tiny_bert_classifier_dir, ti
               "--sizes", "1", "--seeds", "2"]
     assert bench.main(common + ["--variants", "ce,kd_transfer,ce_matched", "--transfer-epochs", "2"]) == 0
     cells = {p.parent.name: json.loads(p.read_text()) for p in (runs / "cells").glob("*/cell.json")}
-    assert set(cells) == {f"L1_{v}_s{s}" for v in ("ce", "kd_transfer", "ce_matched") for s in (42, 43)}
+    assert set(cells) == {f"L1_{v}_s{s}" for v in ("ce", "kd_transfer_te2", "ce_matched_te2") for s in (42, 43)}
     results = json.loads((out / "results.json").read_text())
     n_train, n_transfer = results["dataset"]["n_train"], results["dataset"]["n_transfer"]
     assert 0 < n_transfer <= 40
-    kd, matched, ce = cells["L1_kd_transfer_s42"], cells["L1_ce_matched_s42"], cells["L1_ce_s42"]
+    kd, matched, ce = cells["L1_kd_transfer_te2_s42"], cells["L1_ce_matched_te2_s42"], cells["L1_ce_s42"]
     assert kd["train_examples"] == n_train + n_transfer and ce["train_examples"] == matched["train_examples"] == n_train
     assert kd["train_steps"] == matched["train_steps"] == 2 * -(-(n_train + n_transfer) // 8)  # matched compute
     assert ce["train_steps"] == -(-n_train // 8)
     rows = {(r["size"], r["variant"]): r for r in results["frontier"]}
-    assert rows[(1, "kd_transfer")]["seeds"] == [42, 43] and rows[(1, "kd_transfer")]["accuracy_sd"] is not None
+    assert rows[(1, "kd_transfer_te2")]["seeds"] == [42, 43] and rows[(1, "kd_transfer_te2")]["accuracy_sd"] is not None
     comps = [(c["a"], c["seed"]) for c in results["comparisons"]]
-    assert sorted(comps) == [("ce_matched", 42), ("ce_matched", 43), ("kd_transfer", 42), ("kd_transfer", 43)]
+    assert sorted(comps) == [("ce_matched_te2", 42), ("ce_matched_te2", 43), ("kd_transfer_te2", 42),
+                             ("kd_transfer_te2", 43)]
     assert {r["role"] for r in results["reference_rows"]} == {"majority", "teacher"}
     assert "## Gains over CE-only" in (out / "report.md").read_text()
 
     # Resumes cell by cell: finished cells are not trained again, a new variant is added beside them.
     before = {name: (runs / "cells" / name / "cell.json").stat().st_mtime_ns for name in cells}
-    assert bench.main(common + ["--variants", "ce,kd", "--seeds", "1"]) == 0
+    assert bench.main(common + ["--variants", "ce,kd,kd_transfer", "--seeds", "1"]) == 0
     assert {name: (runs / "cells" / name / "cell.json").stat().st_mtime_ns for name in cells} == before
     assert (runs / "cells" / "L1_kd_s42" / "cell.json").is_file()
+    one_epoch = json.loads((runs / "cells" / "L1_kd_transfer_s42" / "cell.json").read_text())  # a row of its own
+    assert one_epoch["train_steps"] == -(-(n_train + n_transfer) // 8) and one_epoch["transfer_epochs"] == 1.0
+    rows = {(r["size"], r["variant"]): r for r in json.loads((out / "results.json").read_text())["frontier"]}
+    assert {"kd_transfer", "kd_transfer_te2", "ce_matched_te2", "kd", "ce"} == {v for _, v in rows}
 
-    # Timing exports the first seed's kd_transfer student to onnx-int8 and measures it.
+    # Timing exports the first seed's distilled student with the best dev score to onnx-int8 and measures it.
     assert bench.main(common + ["--timing"]) == 0
     results = json.loads((out / "results.json").read_text())
     timing = results["timing"]["1"]
-    assert timing["variant"] == "kd_transfer" and timing["texts_per_s"] > 0 and timing["batch1_p50_ms"] > 0
-    assert rows[(1, "kd_transfer")]["params"] > 0
+    best_dev = max((c for c in map(json.loads, (p.read_text() for p in (runs / "cells").glob("L1_kd*_s42/cell.json")))),
+                   key=lambda c: c["selected_dev_metric"])  # the distilled student dev prefers, never validation
+    assert timing["variant"] == best_dev["label"] and timing["texts_per_s"] > 0 and timing["batch1_p50_ms"] > 0
+    assert rows[(1, timing["variant"])]["params"] > 0
     assert (out / "frontier.png").stat().st_size > 0
 
 

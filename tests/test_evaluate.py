@@ -20,7 +20,6 @@ from findistill.evaluate import (
     paired_bootstrap,
     predict_logits,
     predictions,
-    throughput,
 )
 
 EVAL = EvalConfig(bootstrap_samples=200, confidence=0.95, seed=0)
@@ -241,11 +240,6 @@ def test_majority_row_uses_training_labels():
     assert row["params"] == 0
     assert row["accuracy"] == pytest.approx(0.2)
     assert row["confusion_matrix"] == [[0, 3, 0], [0, 1, 0], [0, 1, 0]]
-
-
-def test_throughput_counts_examples():
-    rate = throughput(lambda texts: time.sleep(0.01), ["a"] * 10, repeats=2)
-    assert 0 < rate < 10 / 0.009
 
 
 # --------------------------------------------------------------------------------------------- inference

@@ -41,7 +41,7 @@ import numpy as np
 
 from findistill.config import LABEL2ID, LABELS, EvalConfig, RunConfig
 from findistill.data import TextSplit
-from findistill.errors import DataError, ModelError
+from findistill.errors import DataError, ModelError, first_line
 from findistill.evaluate import (agreement, bootstrap_ci, evaluate_row, macro_f1_from_confusion, predict_logits,
                                  predictions)
 from findistill.io_utils import atomic_directory, atomic_write_json, atomic_write_text
@@ -488,7 +488,7 @@ def load_hf_classifier(folder: Path):
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
         model = AutoModelForSequenceClassification.from_pretrained(str(folder), dtype=torch.float32).eval()
     except (OSError, ValueError) as err:
-        raise ModelError(f"{folder}: cannot load a sequence classifier ({str(err).strip().splitlines()[0]})") \
+        raise ModelError(f"{folder}: cannot load a sequence classifier ({first_line(err)})") \
             from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from findistill.config import LABELS, AugmentConfig
-from findistill.errors import ModelError
+from findistill.errors import ModelError, first_line
 from findistill.io_utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -79,8 +79,7 @@ def load_generator(model_ref: str, revision: str | None = None, backend: str = "
         model = None if backend == "vllm" else AutoModelForCausalLM.from_pretrained(resolved, revision=revision,
                                                                                     dtype=dtype)
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelError(f"cannot load paraphrase model {model_ref!r}: {first}") from None
+        raise ModelError(f"cannot load paraphrase model {model_ref!r}: {first_line(err)}") from None
     tokenizer.padding_side = "left"
     if model is None:
         if tokenizer.pad_token is None:

@@ -36,7 +36,7 @@ import torch
 
 from findistill.config import EvalConfig, RunConfig, StudentConfig, TeacherConfig
 from findistill.data import TextSplit, load_splits, stratified_subsample
-from findistill.errors import FindistillError
+from findistill.errors import FindistillError, first_line
 from findistill.io_utils import atomic_write_json, atomic_write_text
 
 __all__ = ["main", "compare_candidates", "MemoryMeter", "recommend_teacher", "recommend_student", "beats_majority",
@@ -136,10 +136,6 @@ def majority_dev_row(dev: TextSplit, train: TextSplit, eval_cfg: EvalConfig) -> 
 
     row = majority_row(dev.labels, train.labels, eval_cfg)
     return {k: row[k] for k in ("name", "n", "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "confidence")}
-
-
-def _one_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def teacher_row(cfg: TeacherConfig, dev: TextSplit, train: TextSplit, eval_cfg: EvalConfig, seed: int) -> dict:
@@ -248,7 +244,7 @@ def _guarded(name: str, fn: Callable[[], dict]) -> dict:
     try:
         return fn()
     except (FindistillError, OSError, RuntimeError, ValueError) as err:
-        return {"name": name, "error": _one_line(err)}
+        return {"name": name, "error": first_line(err)}
 
 
 def compare_candidates(config: RunConfig, out: Path, data_dir: str | None = None,

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from findistill.config import LABEL2ID, LABELS, TFNS_HUB_ID, DataConfig
-from findistill.errors import DataError
+from findistill.errors import DataError, first_line
 
 logger = logging.getLogger("findistill.data")
 
@@ -94,10 +94,6 @@ class DatasetSplits:
 # --------------------------------------------------------------------------------------------- reading files
 
 
-def _first_line(err: BaseException) -> str:
-    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"
-
-
 def _check_file(path: Path) -> None:
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
@@ -126,7 +122,7 @@ def _read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     except DataError:
         raise
     except (OSError, UnicodeDecodeError, csv.Error, ValueError) as err:
-        raise DataError(f"{path}: cannot read ({_first_line(err)})") from None
+        raise DataError(f"{path}: cannot read ({first_line(err, with_type=True)})") from None
     raise DataError(f"{path}: unsupported file type {suffix!r} (use {', '.join(TABLE_SUFFIXES)})")
 
 
@@ -375,7 +371,7 @@ def load_transfer_source(ref: str, text_column: str, data_folder: str | None) ->
 
         dsd = datasets.load_dataset(ref)
     except Exception as err:  # noqa: BLE001 - any hub/network failure becomes one user-facing line
-        raise DataError(f"cannot load transfer dataset {ref!r} from the hub ({_first_line(err)})") from None
+        raise DataError(f"cannot load transfer dataset {ref!r} from the hub ({first_line(err, with_type=True)})") from None
     parts = []
     for split in dsd:
         rows, columns = _hub_rows(dsd[split])
@@ -425,7 +421,7 @@ def _from_hub(cfg: DataConfig) -> tuple[TextSplit, TextSplit]:
 
         dsd = datasets.load_dataset(cfg.source)
     except Exception as err:  # noqa: BLE001 - any hub/network/import failure becomes one user-facing line
-        raise DataError(f"cannot load dataset {cfg.source!r} from the hub ({_first_line(err)}); set {DATA_DIR_ENV} "
+        raise DataError(f"cannot load dataset {cfg.source!r} from the hub ({first_line(err, with_type=True)}); set {DATA_DIR_ENV} "
                         f"or pass --data-dir to a folder with {' and '.join(TFNS_FILES.values())}") from None
     eval_name = next((s for s in ("validation", "test") if s in dsd), None)
     if "train" not in dsd or eval_name is None:

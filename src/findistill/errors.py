@@ -11,3 +11,13 @@ class DataError(FindistillError, ValueError):
 
 class ModelError(FindistillError):
     """A model reference that cannot be resolved or loaded (missing package, bad checksum, no such folder)."""
+
+
+def first_line(err: BaseException, with_type: bool = False) -> str:
+    """The first line of ``err``'s message, for one-line error messages; the exception's class name when the message
+    is empty. ``with_type`` puts the class name in front: ``"OSError: no such file"``."""
+    lines = str(err).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    if with_type:
+        return f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return text or type(err).__name__

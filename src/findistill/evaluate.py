@@ -13,13 +13,12 @@ thousand rows take milliseconds.
 
 from __future__ import annotations
 
-import time
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
 from findistill.config import LABELS, EvalConfig
-from findistill.errors import ModelError
+from findistill.inference import predict_texts
 
 Metric = Literal["accuracy", "macro_f1"]
 METRICS: tuple[str, ...] = ("accuracy", "macro_f1")
@@ -41,70 +40,38 @@ def predict_logits(
 ) -> np.ndarray:
     """Class logits ``[N, C]`` (float32, in the order of ``texts``) of a sequence-classification model.
 
-    Texts are sorted by token length so each batch pads little, then the original order is restored.
+    Texts run in length-sorted batches (:func:`findistill.inference.predict_texts`), the input order restored.
     Padding follows ``tokenizer.padding_side`` (left or right), so encoders and decoder-only classifiers both
     work; the model's ``config.pad_token_id`` must be set for decoder-only models (``student.build_student``
     does this). ``device=None`` uses the model's own device; otherwise the model is moved there. The model runs
     in eval mode under ``torch.inference_mode``; its previous train/eval mode is restored afterwards.
     """
     import torch
-    from tqdm.auto import tqdm
 
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    texts = list(texts)
     num_labels = int(getattr(getattr(model, "config", None), "num_labels", len(LABELS)))
-    if not texts:
-        return np.zeros((0, num_labels), dtype=np.float32)
-    if tokenizer.pad_token is None and batch_size > 1 and len(texts) > 1:
-        raise ModelError("tokenizer has no pad token; set one (e.g. tokenizer.pad_token = tokenizer.eos_token)")
     if device is None:
         device = next(model.parameters()).device
     else:
         model.to(device)
 
-    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
-    order = np.argsort(np.asarray(lengths), kind="stable")
-    out = np.empty((len(texts), num_labels), dtype=np.float32)
+    def forward(batch: Any) -> np.ndarray:
+        result = model(**{k: v.to(device) for k, v in batch.items()})
+        logits = result.logits if hasattr(result, "logits") else result[0]
+        return logits.float().cpu().numpy()
+
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), tqdm(total=len(texts), desc=desc, unit="ex", disable=None, leave=False) as bar:
-            for start in range(0, len(texts), batch_size):
-                idx = order[start : start + batch_size]
-                enc = tokenizer(
-                    [texts[i] for i in idx],
-                    padding=True,
-                    truncation=True,
-                    max_length=max_length,
-                    return_tensors="pt",
-                )
-                enc = {k: v.to(device) for k, v in enc.items()}
-                result = model(**enc)
-                logits = result.logits if hasattr(result, "logits") else result[0]
-                out[idx] = logits.float().cpu().numpy()
-                bar.update(len(idx))
+        with torch.inference_mode():
+            return predict_texts(tokenizer, texts, max_length, batch_size, num_labels, forward, return_tensors="pt",
+                                 progress=None, desc=desc)
     finally:
         model.train(was_training)
-    return out
 
 
 def predictions(logits: np.ndarray) -> np.ndarray:
     """Predicted class ids (argmax over the last axis)."""
     return np.asarray(logits).argmax(axis=-1).astype(np.int64)
-
-
-def throughput(fn: Callable[[list[str]], Any], texts: Sequence[str], repeats: int = 1) -> float:
-    """Examples per second of ``fn(texts)``: the fastest of ``repeats`` timed calls."""
-    texts = list(texts)
-    if not texts:
-        raise ValueError("throughput needs at least one text")
-    best = float("inf")
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        fn(texts)
-        best = min(best, time.perf_counter() - start)
-    return len(texts) / max(best, 1e-9)
 
 
 # --------------------------------------------------------------------------------------------- metrics

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from findistill.config import LABEL2ID, LABELS, TFNS_LABEL_MAP
-from findistill.errors import DataError, ModelError
+from findistill.errors import DataError, ModelError, first_line
 from findistill.io_utils import atomic_directory, atomic_write_json, atomic_write_text
 from findistill.runtime import (EXPORT_VARIANTS, MARKER, ONNX_FILE, QUANTIZED_STATE_DICT, Classifier,
                                 detect_variant, load_classifier, load_torch_fp32, quantize_torch, weights_size_mb)
@@ -114,7 +114,7 @@ def _export_onnx(model, names: list[str], sample: dict[str, Any], path: Path) ->
                                       dynamo=False, dynamic_axes=axes, opset_version=17)
             return exporter
         except Exception as err:  # noqa: BLE001 - try the other exporter, report both
-            errors.append(f"{exporter}: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}")
+            errors.append(f"{exporter}: {first_line(err, with_type=True)}")
             for leftover in path.parent.glob(path.name + "*"):
                 leftover.unlink()
     raise ModelError("ONNX export failed (" + "; ".join(errors) + ")")
@@ -147,7 +147,7 @@ def _quantize_onnx(src: Path, dst: Path) -> None:
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
                          use_external_data_format=external)
     except Exception as err:  # noqa: BLE001
-        raise ModelError(f"onnx int8 quantization failed ({type(err).__name__}: {str(err).splitlines()[0]})") \
+        raise ModelError(f"onnx int8 quantization failed ({first_line(err, with_type=True)})") \
             from None
     finally:
         root.setLevel(level)
@@ -238,8 +238,8 @@ def export(model_dir: str | Path, out_dir: str | Path, eval_file: str | Path | N
     if eval_texts is not None and (eval_labels is None or len(eval_labels) != len(eval_texts) or not eval_texts):
         raise DataError("evaluation needs as many labels as texts (and at least one text)")
     reference = load_classifier(source, max_length=max_length)
-    model = load_torch_fp32(source)
     tokenizer = reference.tokenizer
+    model = load_torch_fp32(source, tokenizer)
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in reference.input_names]
     check_texts = list(eval_texts[:32]) if eval_texts else list(_SAMPLE_TEXTS)
     report: dict[str, Any] = {"source": str(source.resolve()), "max_length": max_length,

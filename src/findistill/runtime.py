@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from findistill.errors import ModelError
+from findistill.errors import ModelError, first_line
+from findistill.inference import ensure_pad_token, predict_texts
 
 MARKER = "findistill_export.json"
 VARIANTS: tuple[str, ...] = ("fp32", "torch-int8", "onnx", "onnx-int8")
@@ -83,7 +83,7 @@ def read_temperature(folder: Path) -> float:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))["temperature"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ModelError(f"{path}: unreadable calibration ({type(err).__name__}: {_first_line(err)})") from None
+        raise ModelError(f"{path}: unreadable calibration ({first_line(err, with_type=True)})") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ModelError(f"{path}: temperature must be a positive number, got {value!r}")
     return float(value)
@@ -109,11 +109,8 @@ def _load_tokenizer(folder: Path):
     try:
         tok = AutoTokenizer.from_pretrained(str(folder))
     except Exception as err:  # noqa: BLE001 - any loader failure is a bad folder
-        raise ModelError(f"{folder}: cannot load the tokenizer ({type(err).__name__}: {_first_line(err)})") from None
-    if tok.pad_token is None:
-        if tok.eos_token is None:
-            raise ModelError(f"{folder}: the tokenizer has neither a pad nor an eos token")
-        tok.pad_token = tok.eos_token
+        raise ModelError(f"{folder}: cannot load the tokenizer ({first_line(err, with_type=True)})") from None
+    ensure_pad_token(tok, owner=str(folder))
     return tok
 
 
@@ -123,12 +120,7 @@ def _load_config(folder: Path):
     try:
         return AutoConfig.from_pretrained(str(folder))
     except Exception as err:  # noqa: BLE001
-        raise ModelError(f"{folder}: cannot read config.json ({type(err).__name__}: {_first_line(err)})") from None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else ""
+        raise ModelError(f"{folder}: cannot read config.json ({first_line(err, with_type=True)})") from None
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -162,48 +154,15 @@ class Classifier:
 
     def predict_logits(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Raw class logits ``[N, C]`` float32, in input order."""
-        texts = list(texts)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        if not texts:
-            return out
-        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length)
-        ids, masks = list(enc["input_ids"]), list(enc["attention_mask"])
-        for i, row in enumerate(ids):
-            if not row:  # an empty text with a tokenizer that adds no special tokens: one unk/eos token
-                ids[i], masks[i] = [self._empty_token_id()], [1]
-        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(texts), file=sys.stderr, unit="text", desc=self.name)
-        try:
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
-                batch = self.tokenizer.pad({"input_ids": [ids[i] for i in idx],
-                                            "attention_mask": [masks[i] for i in idx]}, return_tensors="np")
-                feed = {}
-                for name in self.input_names:
-                    if name in batch:
-                        feed[name] = np.asarray(batch[name], dtype=np.int64)
-                    else:  # e.g. token_type_ids: a single segment
-                        feed[name] = np.zeros_like(np.asarray(batch["input_ids"], dtype=np.int64))
-                out[idx] = self._forward(feed)
-                if bar is not None:
-                    bar.update(len(idx))
-        finally:
-            if bar is not None:
-                bar.close()
-        return out
+        def forward(batch: Any) -> np.ndarray:
+            ids = np.asarray(batch["input_ids"], dtype=np.int64)
+            # an input the tokenizer does not give (e.g. token_type_ids) is a single segment: zeros
+            return self._forward({name: np.asarray(batch[name], dtype=np.int64) if name in batch
+                                  else np.zeros_like(ids) for name in self.input_names})
 
-    def _empty_token_id(self) -> int:
-        tok = self.tokenizer
-        for value in (tok.unk_token_id, tok.eos_token_id, tok.bos_token_id, tok.pad_token_id):
-            if value is not None:
-                return int(value)
-        return 0
+        return predict_texts(self.tokenizer, texts, self.max_length, batch_size, len(self.labels), forward,
+                             progress=progress, desc=self.name)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Class probabilities ``[N, C]`` (columns in ``labels`` order), in input order: ``softmax(logits / T)``
@@ -245,18 +204,18 @@ def _model_input_names(model, tokenizer) -> list[str]:
     return names
 
 
-def load_torch_fp32(folder: Path):
-    """The fp32 Hugging Face sequence classifier of ``folder`` in eval mode."""
+def load_torch_fp32(folder: Path, tokenizer: Any):
+    """The fp32 Hugging Face sequence classifier of ``folder`` in eval mode (its config's pad id: ``tokenizer``'s
+    when unset)."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
     try:
         model = AutoModelForSequenceClassification.from_pretrained(str(folder), dtype=torch.float32)
     except Exception as err:  # noqa: BLE001
-        raise ModelError(f"{folder}: cannot load a sequence classifier ({type(err).__name__}: {_first_line(err)})") \
+        raise ModelError(f"{folder}: cannot load a sequence classifier ({first_line(err, with_type=True)})") \
             from None
-    if model.config.pad_token_id is None and getattr(model.config, "eos_token_id", None) is not None:
-        model.config.pad_token_id = model.config.eos_token_id
+    ensure_pad_token(tokenizer, model, owner=str(folder))
     return model.eval()
 
 
@@ -288,7 +247,7 @@ def _load_torch_int8(folder: Path, config):
             state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except Exception as err:  # noqa: BLE001
-        raise ModelError(f"{path}: cannot load the int8 weights ({type(err).__name__}: {_first_line(err)})") \
+        raise ModelError(f"{path}: cannot load the int8 weights ({first_line(err, with_type=True)})") \
             from None
     return model
 
@@ -303,7 +262,7 @@ def onnx_session(path: Path, threads: int | None = None):
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as err:  # noqa: BLE001
-        raise ModelError(f"{path}: onnxruntime cannot load it ({type(err).__name__}: {_first_line(err)})") from None
+        raise ModelError(f"{path}: onnxruntime cannot load it ({first_line(err, with_type=True)})") from None
 
 
 def load_classifier(model_dir: str | Path, max_length: int | None = None, threads: int | None = None) -> Classifier:
@@ -323,7 +282,7 @@ def load_classifier(model_dir: str | Path, max_length: int | None = None, thread
     source = Path((marker or {}).get("source") or folder.resolve()).name
     name = source if variant == "fp32" else f"{source}/{variant}"
     if variant == "fp32":
-        model = load_torch_fp32(folder)
+        model = load_torch_fp32(folder, tokenizer)
         forward, inputs = _torch_forward(model), _model_input_names(model, tokenizer)
     elif variant == "torch-int8":
         model = _load_torch_int8(folder, config)

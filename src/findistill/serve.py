@@ -39,6 +39,7 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from findistill.errors import FindistillError, first_line
 from findistill.runtime import Classifier, load_classifier
 
 
@@ -348,7 +349,7 @@ def create_app(model_dir: str | Path | Classifier, max_texts: int = 64, max_char
         try:
             predictions = await batcher.submit(list(request.texts))
         except Exception as err:  # noqa: BLE001
-            raise HTTPException(500, f"inference failed: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+            raise HTTPException(500, f"inference failed: {first_line(err, with_type=True)}") from None
         return {"predictions": predictions, "model": classifier.name}
 
     @app.get("/health")
@@ -387,8 +388,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
-
-    from findistill.errors import FindistillError
 
     args = build_parser().parse_args(argv)
     try:

@@ -31,7 +31,7 @@ from transformers.models.auto.modeling_auto import (
 )
 
 from findistill.config import LABEL2ID, LABELS, StudentConfig
-from findistill.errors import ModelError
+from findistill.errors import ModelError, first_line
 from findistill.io_utils import atomic_directory
 from findistill.model_refs import resolve_model
 
@@ -135,8 +135,7 @@ def build_student(cfg: StudentConfig, num_labels: int = 3) -> tuple[PreTrainedMo
             **kwargs,
         )
     except (OSError, ValueError, KeyError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ModelError(f"cannot load student model {cfg.model!r}: {first}") from err
+        raise ModelError(f"cannot load student model {cfg.model!r}: {first_line(err)}") from err
 
     _ensure_pad_token(tokenizer)
     _set_canonical_config(model.config, tokenizer)
@@ -163,8 +162,7 @@ def build_student(cfg: StudentConfig, num_labels: int = 3) -> tuple[PreTrainedMo
     try:
         peft_model = get_peft_model(model, lora_cfg)
     except ValueError as err:  # e.g. target modules not found in the model
-        first = (str(err).strip().splitlines() or ["invalid LoRA config"])[0]
-        raise ModelError(f"student.lora.target_modules: {first}") from err
+        raise ModelError(f"student.lora.target_modules: {first_line(err)}") from err
     return peft_model, tokenizer
 
 

@@ -18,14 +18,14 @@ import hashlib
 import inspect
 import logging
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from findistill.config import LABEL2ID, LABELS, TeacherConfig
-from findistill.errors import DataError, ModelError
+from findistill.errors import DataError, ModelError, first_line
+from findistill.inference import ensure_pad_token, predict_texts, run_batches
 from findistill.model_refs import resolve_model
 from findistill.prompts import build_prompt, select_few_shot, uses_chat_template, verbalizer_token_ids
 from findistill.student import count_parameters
@@ -69,18 +69,6 @@ def _folder_digest(path: str) -> str | None:
     return digest.hexdigest()
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
-def _sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:
-    """Index batches of similar length, longest first (an out-of-memory error shows up on the first batch)."""
-    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
-
-
 def _checked_tokenizer(cfg: TeacherConfig, resolved: str, tokenizer: Any) -> tuple[str | None, Any]:
     """(revision to load ``resolved`` with, the caller's tokenizer or the one of ``resolved``); a missing local
     folder or an unloadable tokenizer is one-line ``ModelError``."""
@@ -93,7 +81,7 @@ def _checked_tokenizer(cfg: TeacherConfig, resolved: str, tokenizer: Any) -> tup
         try:
             tokenizer = AutoTokenizer.from_pretrained(resolved, revision=revision)
         except Exception as err:
-            raise ModelError(f"cannot load the tokenizer of teacher {cfg.model!r}: {_one_line(err)}") from None
+            raise ModelError(f"cannot load the tokenizer of teacher {cfg.model!r}: {first_line(err)}") from None
     return revision, tokenizer
 
 
@@ -111,20 +99,12 @@ def _load(
         try:
             model = auto_class.from_pretrained(resolved, revision=revision, dtype=pick_dtype(cfg.dtype, device))
         except Exception as err:
-            raise ModelError(f"cannot load teacher model {cfg.model!r}: {_one_line(err)}") from None
+            raise ModelError(f"cannot load teacher model {cfg.model!r}: {first_line(err)}") from None
     else:
         device = pick_device(device) if device is not None else next(model.parameters()).device
     model.to(device)
-    _ensure_pad(tokenizer, cfg)
+    ensure_pad_token(tokenizer, model, owner=f"teacher {cfg.model!r}")
     return model.eval(), tokenizer, device, _folder_digest(resolved)
-
-
-def _ensure_pad(tokenizer: Any, cfg: TeacherConfig) -> None:
-    """Give ``tokenizer`` a pad token (its eos token) when it has none."""
-    if tokenizer.pad_token_id is None:
-        if tokenizer.eos_token_id is None:
-            raise ModelError(f"tokenizer of teacher {cfg.model!r} has neither a pad nor an eos token")
-        tokenizer.pad_token = tokenizer.eos_token
 
 
 # --------------------------------------------------------------------------------------------- interface
@@ -165,7 +145,7 @@ def _load_tokenizer(cfg: TeacherConfig, tokenizer: Any = None) -> tuple[str, Any
     """(resolved model reference, tokenizer with a pad token): the tokenizer every backend builds prompts with."""
     resolved = resolve_model(cfg.model, cfg.revision)
     _, tokenizer = _checked_tokenizer(cfg, resolved, tokenizer)
-    _ensure_pad(tokenizer, cfg)
+    ensure_pad_token(tokenizer, owner=f"teacher {cfg.model!r}")
     return resolved, tokenizer
 
 
@@ -242,16 +222,14 @@ class HFBackend(LMBackend):
 
     def token_logprobs(self, prompts: Sequence[list[int]], token_ids: Sequence[int], batch_size: int,
                        progress: bool = True, desc: str = "teacher") -> np.ndarray:
-        result = np.zeros((len(prompts), len(token_ids)), dtype=np.float32)
         columns = torch.tensor(list(token_ids), dtype=torch.long)
-        bar = tqdm(total=len(prompts), desc=desc, disable=not progress, unit="text")
-        with bar:
-            for idx in _sorted_batches([len(p) for p in prompts], batch_size):
-                logits = self.last_logits(self.pad([prompts[i] for i in idx]))  # [B, V]
-                log_probs = torch.log_softmax(logits, dim=-1)  # [B, V]
-                result[idx] = log_probs[:, columns.to(log_probs.device)].cpu().numpy()  # [B, K]
-                bar.update(len(idx))
-        return result
+
+        def forward(idx: np.ndarray) -> np.ndarray:
+            logits = self.last_logits(self.pad([prompts[i] for i in idx]))  # [B, V]
+            log_probs = torch.log_softmax(logits, dim=-1)  # [B, V]
+            return log_probs[:, columns.to(log_probs.device)].cpu().numpy()  # [B, K]
+
+        return run_batches([len(p) for p in prompts], batch_size, len(columns), forward, progress=progress, desc=desc)
 
     def release(self) -> None:
         if self.model is None:
@@ -299,7 +277,7 @@ class VLLMBackend(LMBackend):
         try:
             import vllm
         except ImportError as err:
-            raise ModelError(f"teacher.backend: vllm needs the vllm package ({_one_line(err)}); install it as in "
+            raise ModelError(f"teacher.backend: vllm needs the vllm package ({first_line(err)}); install it as in "
                              "README.md, section vLLM, or use backend: hf") from None
         self.cfg = cfg
         resolved, self.tokenizer = _load_tokenizer(cfg, tokenizer)
@@ -321,7 +299,7 @@ class VLLMBackend(LMBackend):
         try:
             self.llm = vllm.LLM(**kwargs)
         except Exception as err:
-            raise ModelError(f"vLLM cannot start teacher {cfg.model!r}: {_one_line(err)}") from None
+            raise ModelError(f"vLLM cannot start teacher {cfg.model!r}: {first_line(err)}") from None
         self.model = self.llm
         self.version = str(getattr(vllm, "__version__", "unknown"))
         self.content_digest = _folder_digest(resolved)
@@ -397,7 +375,7 @@ class VLLMBackend(LMBackend):
             try:
                 shutdown()
             except Exception as err:  # pragma: no cover - best effort: the engine's processes end with ours anyway
-                log.debug("vLLM shutdown: %s", _one_line(err))
+                log.debug("vLLM shutdown: %s", first_line(err))
         del llm
         gc.collect()
 
@@ -564,8 +542,6 @@ class ClassifierTeacher(Teacher):
         )
         self.num_parameters = count_parameters(self.model)[0]
         self._dtype = str(next(self.model.parameters()).dtype).replace("torch.", "")
-        if getattr(self.model.config, "pad_token_id", None) is None:
-            self.model.config.pad_token_id = self.tokenizer.pad_token_id
         # columns[c] = the model's output columns that belong to canonical class c.
         self.columns = self._map_columns()
 
@@ -592,24 +568,20 @@ class ClassifierTeacher(Teacher):
         return columns
 
     def class_logits(self, texts: Sequence[str], progress: bool = True) -> np.ndarray:
-        result = np.zeros((len(texts), len(LABELS)), dtype=np.float32)
         if not texts:
-            return result
+            return np.zeros((0, len(LABELS)), dtype=np.float32)
         model = self._require_model()
-        lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=True,
-                                                       max_length=self.cfg.max_length)["input_ids"]]
-        bar = tqdm(total=len(texts), desc=f"teacher {self.name}", disable=not progress, unit="text")
-        with bar, torch.inference_mode():
-            for idx in _sorted_batches(lengths, self.cfg.batch_size):
-                batch = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=self.cfg.max_length,
-                                       padding=True, return_tensors="pt").to(self.device)
-                logits = model(**batch).logits.float()  # [B, num_labels]
-                self.forward_passes += 1
-                # A class owning several columns gets their log-sum-exp (its total probability, up to a constant).
-                per_class = [torch.logsumexp(logits[:, cols], dim=-1) for cols in self.columns]  # 3 x [B]
-                result[idx] = torch.stack(per_class, dim=-1).cpu().numpy()  # [B, 3]
-                bar.update(len(idx))
-        return result
+
+        def forward(batch: Any) -> np.ndarray:
+            logits = model(**batch.to(self.device)).logits.float()  # [B, num_labels]
+            self.forward_passes += 1
+            # A class owning several columns gets their log-sum-exp (its total probability, up to a constant).
+            per_class = [torch.logsumexp(logits[:, cols], dim=-1) for cols in self.columns]  # 3 x [B]
+            return torch.stack(per_class, dim=-1).cpu().numpy()  # [B, 3]
+
+        with torch.inference_mode():
+            return predict_texts(self.tokenizer, texts, self.cfg.max_length, self.cfg.batch_size, len(LABELS),
+                                 forward, return_tensors="pt", progress=progress, desc=f"teacher {self.name}")
 
     def fingerprint(self) -> dict:
         return {

@@ -36,7 +36,7 @@ from transformers import Trainer, TrainerCallback
 from findistill.cache import texts_hash
 from findistill.config import StudentConfig, TeacherConfig, TrainConfig, save_config
 from findistill.data import TextSplit, stratified_subsample
-from findistill.errors import DataError, ModelError
+from findistill.errors import DataError, ModelError, first_line
 from findistill.io_utils import atomic_directory, atomic_write_json
 
 __all__ = ["finetune_teacher", "label_word_class_logits", "VerbalizerTrainer", "SUMMARY_FILE"]
@@ -158,7 +158,7 @@ def _prepare_verbalizer(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, de
     try:
         base = AutoModelForCausalLM.from_pretrained(resolved, revision=revision, dtype=torch.float32)
     except (OSError, ValueError) as err:
-        raise ModelError(f"cannot load teacher model {cfg.model!r}: {(str(err).splitlines() or [''])[0]}") from None
+        raise ModelError(f"cannot load teacher model {cfg.model!r}: {first_line(err)}") from None
     # The teacher object gives the exact prompt, encoding, padding and label-word ids used at inference time.
     reader = PromptedLMTeacher(dataclasses.replace(cfg, model=resolved), model=base, tokenizer=_tokenizer(resolved,
                                revision), device=device)
@@ -185,7 +185,7 @@ def _tokenizer(path: str, revision: str | None) -> Any:
     try:
         return AutoTokenizer.from_pretrained(path, revision=revision)
     except (OSError, ValueError) as err:
-        raise ModelError(f"cannot load the tokenizer of {path!r}: {(str(err).splitlines() or [''])[0]}") from None
+        raise ModelError(f"cannot load the tokenizer of {path!r}: {first_line(err)}") from None
 
 
 def _prepare_head(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, device: torch.device):

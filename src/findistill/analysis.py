@@ -44,6 +44,7 @@ from findistill.data import TextSplit
 from findistill.errors import DataError, ModelError, first_line
 from findistill.evaluate import (agreement, bootstrap_ci, evaluate_row, macro_f1_from_confusion, predict_logits,
                                  predictions)
+from findistill.inference import ensure_pad_token
 from findistill.io_utils import atomic_directory, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("findistill.analysis")
@@ -490,10 +491,7 @@ def load_hf_classifier(folder: Path):
     except (OSError, ValueError) as err:
         raise ModelError(f"{folder}: cannot load a sequence classifier ({first_line(err)})") \
             from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
+    ensure_pad_token(tokenizer, model, owner=str(folder))
     return model, tokenizer, canonical_columns(model.config.id2label, str(folder))
 
 

@@ -36,7 +36,9 @@ import numpy as np
 
 from findistill.config import LABELS, AugmentConfig
 from findistill.errors import ModelError, first_line
+from findistill.inference import ensure_pad_token
 from findistill.io_utils import atomic_write_text
+from findistill.prompts import uses_chat_template
 
 logger = logging.getLogger(__name__)
 
@@ -58,47 +60,36 @@ class Candidate:
 
 
 def load_generator(model_ref: str, revision: str | None = None, backend: str = "hf") -> tuple[Any, Any]:
-    """(causal LM, tokenizer) for generation: left padding (new tokens follow every prompt), pad = eos if missing.
+    """(causal LM, tokenizer) for generation: left padding (new tokens follow every prompt), a pad token when missing.
 
     ``backend="vllm"`` loads the tokenizer only and returns ``(None, tokenizer)``: :func:`augment` then generates on
     the teacher's vLLM engine (or its own one for another model), so no transformers copy of the weights is loaded.
     """
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    try:  # model_refs may not exist yet in every checkout; a plain ref is what it resolves most refs to anyway
-        from findistill.model_refs import resolve_model
+    from findistill.model_refs import resolve_model
+    from findistill.teacher import pick_device, pick_dtype
 
-        resolved = resolve_model(model_ref)
-    except ImportError:
-        resolved = model_ref
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    resolved = resolve_model(model_ref)
+    device = pick_device(None)
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved, revision=revision)
-        model = None if backend == "vllm" else AutoModelForCausalLM.from_pretrained(resolved, revision=revision,
-                                                                                    dtype=dtype)
+        model = None if backend == "vllm" else AutoModelForCausalLM.from_pretrained(
+            resolved, revision=revision, dtype=pick_dtype("auto", device))
     except (OSError, ValueError) as err:
         raise ModelError(f"cannot load paraphrase model {model_ref!r}: {first_line(err)}") from None
     tokenizer.padding_side = "left"
+    ensure_pad_token(tokenizer, owner=f"paraphrase model {model_ref!r}")
     if model is None:
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
         return None, tokenizer
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.to(device).eval(), tokenizer
-
-
-def _uses_chat(tokenizer: Any, cfg: AugmentConfig) -> bool:
-    return bool(cfg.use_chat_template and getattr(tokenizer, "chat_template", None))
 
 
 def build_paraphrase_prompt(tokenizer: Any, cfg: AugmentConfig, text: str) -> str:
     """The generation prompt for ``text``: a chat turn + assistant header, or the raw instruction and a newline."""
     instruction = cfg.prompt.replace("{text}", text)  # plain replace: braces inside tweets stay untouched
-    if _uses_chat(tokenizer, cfg):
+    if uses_chat_template(tokenizer, cfg):
         out = tokenizer.apply_chat_template(
             [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
         )
@@ -228,7 +219,7 @@ def _generate_on_engine(engine: Any, tokenizer: Any, texts: list[str], cfg: Augm
     """
     from tqdm.auto import tqdm
 
-    add_special = not _uses_chat(tokenizer, cfg)
+    add_special = not uses_chat_template(tokenizer, cfg)
     encoded = [tokenizer.encode(build_paraphrase_prompt(tokenizer, cfg, t), add_special_tokens=add_special)
                for t in texts]
     todo = [b for b, batch in enumerate(batches) if any(p not in done for p in batch)]
@@ -277,10 +268,9 @@ def generate_paraphrases(
     if _is_engine(model):
         _generate_on_engine(model, tokenizer, texts, cfg, cache_file, batches, done, progress, on_batch)
         return [Candidate(i, j, texts[i], done[(i, j)]) for i, j in pairs]
-    use_chat = _uses_chat(tokenizer, cfg)
+    use_chat = uses_chat_template(tokenizer, cfg)
     prompts = [build_paraphrase_prompt(tokenizer, cfg, t) for t in texts]
-    if tokenizer.pad_token is None:  # a tokenizer not loaded via load_generator (base LLaMA has no pad token)
-        tokenizer.pad_token = tokenizer.eos_token
+    ensure_pad_token(tokenizer, owner="paraphrase model")  # a tokenizer not loaded via load_generator
     gen_kwargs: dict[str, Any] = {"max_new_tokens": cfg.max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
     sampling = {"temperature": cfg.temperature, "top_p": cfg.top_p} if cfg.temperature > 0 else {}
     gen_kwargs.update(do_sample=bool(sampling), **sampling)

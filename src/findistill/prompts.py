@@ -12,7 +12,7 @@ import logging
 import random
 from typing import Any, Sequence
 
-from findistill.config import LABELS, TeacherConfig
+from findistill.config import LABELS, AugmentConfig, TeacherConfig
 from findistill.errors import ModelError
 
 
@@ -23,8 +23,9 @@ def fill_template(template: str, text: str) -> str:
     return template.replace("{text}", text)
 
 
-def uses_chat_template(tokenizer: Any, cfg: TeacherConfig) -> bool:
-    """True when prompts for ``cfg`` are wrapped in ``tokenizer``'s chat template."""
+def uses_chat_template(tokenizer: Any, cfg: TeacherConfig | AugmentConfig) -> bool:
+    """True when prompts for ``cfg`` (a teacher's, or augment's paraphrase prompts) are wrapped in ``tokenizer``'s
+    chat template: ``use_chat_template`` is on and the tokenizer has one."""
     return bool(cfg.use_chat_template and getattr(tokenizer, "chat_template", None))
 
 

@@ -32,6 +32,7 @@ from transformers.models.auto.modeling_auto import (
 
 from findistill.config import LABEL2ID, LABELS, StudentConfig
 from findistill.errors import ModelError, first_line
+from findistill.inference import ensure_pad_token
 from findistill.io_utils import atomic_directory
 from findistill.model_refs import resolve_model
 
@@ -71,17 +72,6 @@ def is_decoder_only(model: PreTrainedModel) -> bool:
 def default_target_modules(model: PreTrainedModel) -> list[str] | str:
     """LoRA target modules for ``model``'s architecture, or peft's ``"all-linear"`` for unknown ones."""
     return list(_TARGET_MODULES.get(getattr(model.config, "model_type", ""), [])) or "all-linear"
-
-
-def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
-    if tokenizer.pad_token is not None:
-        return
-    if tokenizer.eos_token is not None:
-        tokenizer.pad_token = tokenizer.eos_token
-    elif tokenizer.unk_token is not None:
-        tokenizer.pad_token = tokenizer.unk_token
-    else:
-        raise ModelError("the student's tokenizer has no pad, eos or unk token to pad with")
 
 
 def _set_canonical_config(config: Any, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -137,7 +127,7 @@ def build_student(cfg: StudentConfig, num_labels: int = 3) -> tuple[PreTrainedMo
     except (OSError, ValueError, KeyError) as err:
         raise ModelError(f"cannot load student model {cfg.model!r}: {first_line(err)}") from err
 
-    _ensure_pad_token(tokenizer)
+    ensure_pad_token(tokenizer, owner=f"student {cfg.model!r}")
     _set_canonical_config(model.config, tokenizer)
     if is_decoder_only(model):
         # The head pools the rightmost non-pad token, so either side works; right padding keeps position ids of
@@ -192,7 +182,7 @@ def save_student(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, out
     """
     out_dir = Path(out_dir)
     merged = _merged(model)
-    _ensure_pad_token(tokenizer)
+    ensure_pad_token(tokenizer, owner="student")
     _set_canonical_config(merged.config, tokenizer)
     with atomic_directory(out_dir) as tmp:
         merged.save_pretrained(tmp)  # safetensors is the only format transformers 5 writes

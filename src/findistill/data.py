@@ -371,7 +371,8 @@ def load_transfer_source(ref: str, text_column: str, data_folder: str | None) ->
 
         dsd = datasets.load_dataset(ref)
     except Exception as err:  # noqa: BLE001 - any hub/network failure becomes one user-facing line
-        raise DataError(f"cannot load transfer dataset {ref!r} from the hub ({first_line(err, with_type=True)})") from None
+        raise DataError(f"cannot load transfer dataset {ref!r} from the hub ({first_line(err, with_type=True)})") \
+            from None
     parts = []
     for split in dsd:
         rows, columns = _hub_rows(dsd[split])
@@ -421,8 +422,8 @@ def _from_hub(cfg: DataConfig) -> tuple[TextSplit, TextSplit]:
 
         dsd = datasets.load_dataset(cfg.source)
     except Exception as err:  # noqa: BLE001 - any hub/network/import failure becomes one user-facing line
-        raise DataError(f"cannot load dataset {cfg.source!r} from the hub ({first_line(err, with_type=True)}); set {DATA_DIR_ENV} "
-                        f"or pass --data-dir to a folder with {' and '.join(TFNS_FILES.values())}") from None
+        raise DataError(f"cannot load dataset {cfg.source!r} from the hub ({first_line(err, with_type=True)}); "
+                        f"set {DATA_DIR_ENV} or pass --data-dir to a folder with {' and '.join(TFNS_FILES.values())}") from None
     eval_name = next((s for s in ("validation", "test") if s in dsd), None)
     if "train" not in dsd or eval_name is None:
         raise DataError(f"dataset {cfg.source!r} needs train and validation splits, has {', '.join(dsd)}")

@@ -262,6 +262,38 @@ class StudentConfig:
         return self.name or self.model
 
 
+# TrainingArguments fields findistill sets itself (field -> what it is set from); train.trainer_kwargs refuses them.
+TRAINER_OWNED_ARGUMENTS: dict[str, str] = {
+    "output_dir": "the stage's scratch folder",
+    "num_train_epochs": "train.epochs",
+    "max_steps": "train.max_steps",
+    "learning_rate": "train.learning_rate",
+    "per_device_train_batch_size": "train.batch_size",
+    "per_device_eval_batch_size": "train.eval_batch_size",
+    "gradient_accumulation_steps": "train.gradient_accumulation_steps",
+    "weight_decay": "train.weight_decay",
+    "warmup_steps": "train.warmup_ratio",
+    "lr_scheduler_type": "train.lr_scheduler",
+    "logging_strategy": "train.logging_steps",
+    "logging_steps": "train.logging_steps",
+    "seed": "train.seed",
+    "bf16": "train.precision",
+    "fp16": "train.precision",
+    "eval_strategy": "train.selection",
+    "eval_steps": "train.selection_steps",
+    "load_best_model_at_end": "train.selection",
+    "metric_for_best_model": "train.selection_metric",
+    "greater_is_better": "train.selection_metric",
+    "save_strategy": "train.selection and train.save_steps",
+    "save_steps": "train.selection_steps and train.save_steps",
+    "save_only_model": "train.save_steps",
+    "save_total_limit": "train.save_total_limit",
+    "resume_from_checkpoint": "train.save_steps (a rerun resumes by itself)",
+    "remove_unused_columns": "the distillation batches (labels and teacher_logits must reach compute_loss)",
+    "label_names": "the distillation batches (labels and teacher_logits must reach compute_loss)",
+}
+
+
 @dataclass
 class TrainConfig:
     epochs: float = _help("Training epochs of each student.", 2.0)
@@ -286,6 +318,19 @@ class TrainConfig:
     selection_steps: int = _help("Steps between dev evaluations when selection is steps.", 200)
     selection_metric: Literal["accuracy", "macro_f1"] = _help("Dev metric that picks the checkpoint.", "macro_f1")
     seed: int = _help("Training seed (the student's new head, data order, dropout).", 42)
+    save_steps: int | None = _help(
+        "Write a resumable checkpoint (weights, optimizer, scheduler, RNG and Trainer state) every N optimizer steps "
+        "in the stage's scratch folder; the same command after a crash or kill -9 resumes from the newest complete "
+        "one (Trainer.train(resume_from_checkpoint=...)) and ends with the same results. The dev-selection "
+        "checkpoints are then resumable too. null = no resume: a killed stage trains again from step 0.", None)
+    save_total_limit: int = _help(
+        "Checkpoints kept in the scratch folder while training (the newest and the dev-best are always kept); "
+        "the folder is deleted when training ends.", 1)
+    trainer_kwargs: dict[str, Any] = _help(
+        "Any other transformers.TrainingArguments field (e.g. {report_to: tensorboard, torch_compile: true}). "
+        "Fields findistill sets from a train.* key or needs for its dev selection and checkpoints are refused (see "
+        "TRAINER_OWNED_ARGUMENTS); the plain defaults report_to: none, dataloader_num_workers: 0 and use_cpu "
+        "(true without CUDA) are overridden.", factory=dict)
 
     def __post_init__(self):
         _check(self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
@@ -300,6 +345,16 @@ class TrainConfig:
         _check(self.logging_steps >= 1, "logging_steps", f"must be >= 1, got {self.logging_steps}")
         _check(self.eval_batch_size >= 1, "eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
         _check(self.selection_steps >= 1, "selection_steps", f"must be >= 1, got {self.selection_steps}")
+        _check(self.save_steps is None or self.save_steps >= 1, "save_steps", f"must be >= 1 or null, got {self.save_steps}")
+        _check(self.save_total_limit >= 1, "save_total_limit", f"must be >= 1, got {self.save_total_limit}")
+        if self.trainer_kwargs:
+            from transformers import TrainingArguments  # only when the key is used: config stays light to import
+
+            known = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+            for key in self.trainer_kwargs:
+                _check(key in known, f"trainer_kwargs.{key}", "unknown key: not a transformers.TrainingArguments field")
+                owner = TRAINER_OWNED_ARGUMENTS.get(key)
+                _check(owner is None, f"trainer_kwargs.{key}", f"set by findistill from {owner}; set that instead")
 
 
 @dataclass
@@ -383,6 +438,8 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` (recursing into lists, dicts, dataclasses)."""
+    if tp is Any:  # passed through as YAML read it (train.trainer_kwargs: TrainingArguments checks its own values)
+        return value
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)

@@ -6,11 +6,17 @@ the running means of the loss parts to each log record as ``kd_loss`` / ``ce_los
 next to the tokenized inputs; ``DistillationCollator`` builds them.
 
 ``train_student`` is the one call the pipeline makes: build the student, tokenize, train, return the (unmerged)
-model. Saving is ``student.save_student``'s job.
+model. Saving is ``student.save_student``'s job. With ``train.save_steps`` the scratch folder holds resumable
+checkpoints and a rerun of the same training resumes from the newest complete one. Under FSDP or DeepSpeed the
+trained parameters may be sharded across processes: ``train_student`` gathers them through accelerate into a plain
+model before returning, so saving (and merging LoRA) sees whole weights.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import shutil
 import time
 from collections import defaultdict
@@ -29,13 +35,15 @@ from transformers import (
     set_seed,
 )
 
-from findistill.config import LABELS, ConfigError, StudentConfig, TrainConfig
+from findistill.config import LABELS, ConfigError, StudentConfig, TrainConfig, to_dict
 from findistill.errors import DataError
 from findistill.evaluate import classification_metrics
+from findistill.io_utils import atomic_write_text
 from findistill.losses import distillation_loss
 from findistill.student import build_student, count_parameters
 
 __all__ = [
+    "CheckpointEverySteps",
     "DistillationTrainer",
     "DistillationCollator",
     "DistillationDataset",
@@ -43,6 +51,7 @@ __all__ = [
     "TrainResult",
     "build_train_dataset",
     "dev_metrics",
+    "full_model",
     "train_student",
     "training_arguments",
 ]
@@ -166,7 +175,9 @@ class DistillationTrainer(Trainer):
 
 @dataclass
 class TrainResult:
-    model: torch.nn.Module  # trained, adapters not merged
+    # trained, adapters not merged; None on the non-main ranks of a sharded (FSDP / DeepSpeed) run, whose weights
+    # are gathered on the main process only
+    model: torch.nn.Module | None
     tokenizer: PreTrainedTokenizerBase
     wall_time_s: float
     steps: int
@@ -196,7 +207,7 @@ def _selection_arguments(train_cfg: TrainConfig) -> dict[str, Any]:
     if train_cfg.selection == "steps":
         schedule.update(eval_steps=train_cfg.selection_steps, save_steps=train_cfg.selection_steps)
     return {**schedule, "load_best_model_at_end": True, "metric_for_best_model": train_cfg.selection_metric,
-            "greater_is_better": True, "save_total_limit": 1, "save_only_model": True}
+            "greater_is_better": True}
 
 
 class EvaluateLastStep(TrainerCallback):
@@ -209,16 +220,45 @@ class EvaluateLastStep(TrainerCallback):
         return control
 
 
-def training_arguments(train_cfg: TrainConfig, output_dir: Path, select_on_dev: bool = False) -> TrainingArguments:
-    """``TrainingArguments`` from the run config (no reporting integrations).
+class CheckpointEverySteps(TrainerCallback):
+    """``train.save_steps``: a resumable checkpoint every N optimizer steps, on top of the dev-selection saves (the
+    Trainer has one save schedule, and with ``load_best_model_at_end`` it must be the evaluation schedule)."""
 
-    Without ``select_on_dev`` no checkpoint is written and the last step is kept; with it (and
+    def __init__(self, save_steps: int):
+        self.save_steps = save_steps
+
+    def on_step_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> Any:
+        if state.global_step % self.save_steps == 0:
+            control.should_save = True
+        return control
+
+
+def training_arguments(train_cfg: TrainConfig, output_dir: Path, select_on_dev: bool = False) -> TrainingArguments:
+    """``TrainingArguments`` from the run config, then ``train_cfg.trainer_kwargs`` (no reporting by default).
+
+    Without ``select_on_dev`` no selection checkpoint is written and the last step is kept; with it (and
     ``train_cfg.selection`` other than ``none``) the Trainer scores the dev set on the configured schedule, keeps
-    the best checkpoint (``load_best_model_at_end``) and ties go to the earlier one.
+    the best checkpoint (``load_best_model_at_end``) and ties go to the earlier one. Checkpoints hold the weights
+    only, unless ``train_cfg.save_steps`` asks for resumable ones (optimizer, scheduler and RNG states too).
+    A value ``TrainingArguments`` refuses raises ``ConfigError`` naming ``train.trainer_kwargs`` when any are set.
     """
     selection = _selection_arguments(train_cfg) if select_on_dev and train_cfg.selection != "none" else {
         "save_strategy": "no"}
-    return TrainingArguments(
+    # plain defaults that train.trainer_kwargs may override (config.TRAINER_OWNED_ARGUMENTS lists the others)
+    defaults = {"report_to": "none", "dataloader_num_workers": 0, "use_cpu": not torch.cuda.is_available()}
+    try:
+        return TrainingArguments(**{**defaults, **_owned_arguments(train_cfg, output_dir, selection),
+                                    **train_cfg.trainer_kwargs})
+    except ValueError as err:
+        if not train_cfg.trainer_kwargs:
+            raise
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError("train.trainer_kwargs", f"TrainingArguments refused them: {first}") from err
+
+
+def _owned_arguments(train_cfg: TrainConfig, output_dir: Path, selection: dict[str, Any]) -> dict[str, Any]:
+    """The ``TrainingArguments`` fields findistill sets (``config.TRAINER_OWNED_ARGUMENTS``)."""
+    return dict(
         output_dir=str(output_dir),
         num_train_epochs=train_cfg.epochs,
         max_steps=train_cfg.max_steps,
@@ -231,12 +271,11 @@ def training_arguments(train_cfg: TrainConfig, output_dir: Path, select_on_dev: 
         lr_scheduler_type=train_cfg.lr_scheduler,
         logging_strategy="steps",
         logging_steps=train_cfg.logging_steps,
-        report_to="none",
         seed=train_cfg.seed,
         remove_unused_columns=False,  # keep labels / teacher_logits for compute_loss
         label_names=["labels"],
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
+        save_total_limit=train_cfg.save_total_limit,
+        save_only_model=train_cfg.save_steps is None,
         **selection,
         **_precision_flags(train_cfg.precision),
     )
@@ -266,6 +305,9 @@ def train_student(
     ``alpha`` overrides ``train_cfg.alpha``. ``dev``: ``(texts, gold labels)`` scored on the ``train_cfg.selection``
     schedule; the best checkpoint by ``train_cfg.selection_metric`` is the one returned (the same rule for every
     student). ``output_dir`` is the Trainer's scratch folder; its checkpoints are deleted when training ends.
+    With ``train_cfg.save_steps``, a call whose inputs (configs, alpha, texts, labels, logits, dev) match those of
+    an interrupted call on the same ``output_dir`` resumes from its newest complete checkpoint; other leftovers
+    there are deleted first.
     """
     alpha = train_cfg.alpha if alpha is None else float(alpha)
     if teacher_logits is None:
@@ -278,31 +320,40 @@ def train_student(
     if teacher_logits is None and not (label_arr >= 0).any():
         raise DataError("no gold labels and no teacher logits: nothing to train the student on")
 
-    set_seed(train_cfg.seed)  # the new head's initialisation and LoRA's are seeded too
-    model, tokenizer = build_student(student_cfg, num_labels=len(LABELS))
-    dataset = build_train_dataset(tokenizer, texts, labels, teacher_logits, student_cfg.max_length)
     select = dev is not None and train_cfg.selection != "none"
     if select and not len(dev[0]):
         raise DataError("checkpoint selection needs a non-empty dev split")
+    resume = None
+    if train_cfg.save_steps is not None:
+        key = _training_key(student_cfg, train_cfg, alpha, texts, label_arr, teacher_logits, dev)
+        resume = _resume_point(Path(output_dir), key)
+    callbacks: list[TrainerCallback] = [EvaluateLastStep()] if select and train_cfg.selection == "steps" else []
+    if train_cfg.save_steps is not None:
+        callbacks.append(CheckpointEverySteps(train_cfg.save_steps))
+
+    set_seed(train_cfg.seed)  # the new head's initialisation and LoRA's are seeded too
+    model, tokenizer = build_student(student_cfg, num_labels=len(LABELS))
+    dataset = build_train_dataset(tokenizer, texts, labels, teacher_logits, student_cfg.max_length)
     trainer = DistillationTrainer(
         model=model,
         args=training_arguments(train_cfg, Path(output_dir), select_on_dev=select),
         train_dataset=dataset,
         eval_dataset=build_train_dataset(tokenizer, dev[0], dev[1], None, student_cfg.max_length) if select else None,
         compute_metrics=dev_metrics if select else None,
-        callbacks=[EvaluateLastStep()] if select and train_cfg.selection == "steps" else None,
+        callbacks=callbacks or None,
         data_collator=DistillationCollator(tokenizer),
         processing_class=tokenizer,
         alpha=alpha,
         temperature=train_cfg.temperature,
     )
     start = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume)
     wall = time.perf_counter() - start
-    shutil.rmtree(output_dir, ignore_errors=True)  # checkpoints served selection only; the caller saves the model
-    model = trainer.model
-    model.eval()
-    total, trainable = count_parameters(model)
+    shutil.rmtree(output_dir, ignore_errors=True)  # checkpoints served selection and resume; the caller saves
+    model = full_model(trainer)
+    total, trainable = count_parameters(model) if model is not None else (0, 0)
+    if model is not None:
+        model.eval()
     state = trainer.state
     return TrainResult(
         model=model,
@@ -317,6 +368,73 @@ def train_student(
     )
 
 
-def _checkpoint_step(path: str | None) -> int | None:
+def _checkpoint_step(path: str | Path | None) -> int | None:
     """``.../checkpoint-1234`` -> 1234."""
     return int(Path(path).name.rsplit("-", 1)[1]) if path else None
+
+
+def full_model(trainer: Trainer) -> torch.nn.Module | None:
+    """The trained model with whole parameters (LoRA adapters not merged).
+
+    In one process or under DDP every rank holds the whole model: the Trainer's model itself. Under FSDP or
+    DeepSpeed (ZeRO-3 shards the parameters) the state dict is gathered through ``accelerator.get_state_dict``, the
+    call ``Trainer.save_model`` makes (a collective: every rank must call this); accelerate returns it whole on the
+    main process only, which loads it into a fresh, unsharded instance of the same architecture (and the same LoRA
+    config). The other ranks get ``None``. DeepSpeed needs ``stage3_gather_16bit_weights_on_model_save: true``
+    (the shipped ``configs/accelerate/deepspeed_zero3.yaml`` sets it); the gathered weights are then 16-bit.
+    """
+    if not (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
+        return trainer.model
+    state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    if not trainer.accelerator.is_main_process:
+        return None
+    from peft import PeftModel, get_peft_model
+
+    trained = trainer.accelerator.unwrap_model(trainer.model)
+    base = trained.get_base_model() if isinstance(trained, PeftModel) else trained
+    # the plain constructor (not from_pretrained / from_config) never enters DeepSpeed's zero.Init
+    model = type(base)(copy.deepcopy(base.config))
+    if isinstance(trained, PeftModel):
+        model = get_peft_model(model, copy.deepcopy(trained.peft_config[trained.active_adapter]))
+    model.load_state_dict(state)  # strict: every gathered tensor has its place
+    return model
+
+
+def _training_key(student_cfg: StudentConfig, train_cfg: TrainConfig, alpha: float, texts: list[str],
+                  labels: np.ndarray, teacher_logits: np.ndarray | None,
+                  dev: tuple[list[str], list[int]] | None) -> str:
+    """sha256 of everything a training run depends on: a checkpoint resumes only the training it came from."""
+    digest = hashlib.sha256()
+    configs = {"student": to_dict(student_cfg), "train": to_dict(train_cfg), "alpha": alpha}
+    digest.update(json.dumps(configs, sort_keys=True, default=str).encode())
+    digest.update(json.dumps([texts, dev[0] if dev else None, list(map(int, dev[1])) if dev else None]).encode())
+    digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    if teacher_logits is not None:
+        digest.update(np.ascontiguousarray(teacher_logits, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def _resume_point(folder: Path, key: str) -> str | None:
+    """The newest complete checkpoint an interrupted run with the same ``key`` left in ``folder``, else None.
+
+    Complete = its ``trainer_state.json`` (the Trainer writes it after the weights, optimizer, scheduler and RNG
+    states) parses; a kill during a save leaves an incomplete one, which is deleted. A folder written for another
+    key (or none) is emptied, and the key written, before training starts.
+    """
+    marker = folder / "findistill_resume_key.txt"
+    if marker.is_file() and marker.read_text() == key:
+        complete, partial = [], []
+        for ckpt in folder.glob("checkpoint-*"):
+            try:
+                json.loads((ckpt / "trainer_state.json").read_text())
+                complete.append(ckpt)
+            except (OSError, ValueError):
+                partial.append(ckpt)
+        for ckpt in partial:
+            shutil.rmtree(ckpt)
+        if complete:
+            return str(max(complete, key=_checkpoint_step))
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    atomic_write_text(marker, key)
+    return None

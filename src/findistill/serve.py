@@ -48,13 +48,14 @@ class PredictRequest(BaseModel):
     texts: list[StrictStr] = Field(min_length=1, description="Texts to classify, in order.")
 
 
-class Prediction(BaseModel):
+class LabelScores(BaseModel):
+    """One text's answer: the top label and the probability of every label."""
     label: str
     probs: dict[str, float]
 
 
 class PredictResponse(BaseModel):
-    predictions: list[Prediction]
+    predictions: list[LabelScores]
     model: str
 
 

@@ -132,6 +132,17 @@ class Teacher(abc.ABC):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
+    def _model_identity(self) -> dict:
+        """The fingerprint entries of a teacher that loads one model (``cfg``, ``_content_digest``, ``_dtype``)."""
+        return {
+            "version": FINGERPRINT_VERSION,
+            "class": type(self).__name__,
+            "model": self.cfg.model,
+            "revision": self.cfg.revision,
+            "content_digest": self._content_digest,
+            "dtype": self._dtype,
+        }
+
     def _require_model(self) -> torch.nn.Module:
         if getattr(self, "model", None) is None:
             raise ModelError(f"teacher {self.name} was released; build it again to compute logits")
@@ -502,12 +513,7 @@ class PromptedLMTeacher(Teacher):
 
     def fingerprint(self) -> dict:
         return {
-            "version": FINGERPRINT_VERSION,
-            "class": type(self).__name__,
-            "model": self.cfg.model,
-            "revision": self.cfg.revision,
-            "content_digest": self._content_digest,
-            "dtype": self._dtype,
+            **self._model_identity(),
             "prompt": self.cfg.prompt,
             "system_prompt": self.cfg.system_prompt,
             "chat_template": self.tokenizer.chat_template if self.chat else None,
@@ -585,12 +591,7 @@ class ClassifierTeacher(Teacher):
 
     def fingerprint(self) -> dict:
         return {
-            "version": FINGERPRINT_VERSION,
-            "class": type(self).__name__,
-            "model": self.cfg.model,
-            "revision": self.cfg.revision,
-            "content_digest": self._content_digest,
-            "dtype": self._dtype,
+            **self._model_identity(),
             "label_map": {LABELS[c]: cols for c, cols in enumerate(self.columns)},
             "max_length": self.cfg.max_length,
         }

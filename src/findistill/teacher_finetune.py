@@ -217,6 +217,7 @@ def finetune_teacher(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, out_d
     """
     from transformers import set_seed
 
+    from findistill.student import count_parameters
     from findistill.teacher import pick_device, pick_dtype
     from findistill.trainer import DistillationTrainer, training_arguments
 
@@ -238,8 +239,7 @@ def finetune_teacher(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, out_d
     device = pick_device(None)
     prepare = _prepare_verbalizer if ft.method == "verbalizer" else _prepare_head
     model, tokenizer, dataset, kwargs, evaluate = prepare(cfg0, train, dev, device)
-    total = int(sum(p.numel() for p in model.parameters()))
-    trainable = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+    total, trainable = count_parameters(model)
     log.info("[teacher_finetune] %s (%s): %d train / %d dev texts, %s trainable of %s parameters",
              ft.method, ft.parameters, len(train), len(dev), f"{trainable:,}", f"{total:,}")
     before = evaluate()

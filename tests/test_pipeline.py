@@ -172,12 +172,130 @@ def prediction_meta(out: Path, role: str) -> dict:
     return Prediction.load(out / "predictions" / f"{role}.npz").meta
 
 
-def test_resuming_under_another_config_is_refused(tiny_run, capsys):
+def _mtimes(out: Path, pattern: str) -> dict[str, int]:
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.glob(pattern) if p.is_file()}
+
+
+def _keys(out: Path) -> dict[str, str]:
+    return {name: rec["key"] for name, rec in json.loads((out / "stages.json").read_text())["stages"].items()}
+
+
+def _dry_run(capsys, config, out, data_dir, *overrides) -> dict[str, tuple[str, str]]:
+    sets = [a for o in overrides for a in ("--set", o)]
+    capsys.readouterr()
+    assert main(["run", str(config), "--out", str(out), "--data-dir", str(data_dir), "--dry-run", *sets]) == 0
+    rows = {}
+    for line in capsys.readouterr().out.strip().splitlines():
+        name, action, why = line.split(maxsplit=2)
+        rows[name] = (action, why)
+    return rows
+
+
+def test_changing_alpha_reruns_only_the_distilled_student_and_the_report(tiny_run, capsys, caplog):
     config, out, data_dir = tiny_run
+    keys, stages_json = _keys(out), (out / "stages.json").read_bytes()
+    assert set(keys) == {"teacher_eval", "label", "student_baseline", "student_ce", "student_distilled", "report",
+                         "analyze"}
+    plan = _dry_run(capsys, config, out, data_dir, "train.alpha=0.9")
+    assert {n for n, (action, _) in plan.items() if action == "run"} == {"student_distilled", "report", "analyze"}
+    assert plan["student_distilled"][1] == "train.alpha: 0.5 -> 0.9"
+    assert plan["teacher_finetune"][0] == "off" and plan["label"][0] == "skip"
+    assert (out / "stages.json").read_bytes() == stages_json, "a dry run writes nothing"
+
+    before = {**_mtimes(out, "predictions/*"), **_mtimes(out, "cache/*"), **_mtimes(out, "student_ce/*.safetensors")}
+    distilled = (out / "predictions" / "student_distilled.npz").stat().st_mtime_ns
+    caplog.set_level("INFO")
+    assert main(["run", str(config), "--out", str(out), "--data-dir", str(data_dir), "--set", "train.alpha=0.9"]) == 0
+    after = {**_mtimes(out, "predictions/*"), **_mtimes(out, "cache/*"), **_mtimes(out, "student_ce/*.safetensors")}
+    changed = {path for path in before if before[path] != after[path]}
+    assert changed == {"predictions/student_distilled.npz"} and after.keys() == before.keys()
+    assert (out / "predictions" / "student_distilled.npz").stat().st_mtime_ns > distilled
+    assert "[teacher] loading" not in caplog.text, "the teacher's labels come from the cache"
+    new_keys = _keys(out)
+    assert {n for n in keys if keys[n] != new_keys[n]} == {"student_distilled", "report", "analyze"}
+    assert json.loads((out / "results.json").read_text())["config"]["train"]["alpha"] == 0.9
+    assert _dry_run(capsys, config, out, data_dir, "train.alpha=0.9")["student_distilled"][0] == "skip"
+
+
+def test_changing_the_student_reuses_the_teacher_and_its_labels(tiny_run, capsys):
+    config, out, data_dir = tiny_run
+    plan = _dry_run(capsys, config, out, data_dir, "student.lora.r=2")
+    assert {n for n, (action, _) in plan.items() if action == "run"} == {
+        "student_baseline", "student_ce", "student_distilled", "report", "analyze"}
+    assert plan["student_ce"][1] == "student.lora.r: 4 -> 2"
+
+
+def test_changing_the_teacher_relabels(tiny_run, capsys):
+    config, out, data_dir = tiny_run
+    plan = _dry_run(capsys, config, out, data_dir, "teacher.few_shot=0")
+    assert {n for n, (action, _) in plan.items() if action == "run"} == {
+        "teacher_eval", "label", "student_distilled", "report", "analyze"}
+    assert plan["label"][1] == "teacher inputs changed"
+    chunks = set(_mtimes(out, "cache/*.safetensors"))
+    ce = _mtimes(out, "student_ce/*.safetensors")
+    assert main(["run", str(config), "--out", str(out), "--data-dir", str(data_dir),
+                 "--set", "teacher.few_shot=0"]) == 0
+    from findistill.cache import texts_hash
+    from findistill.config import load_config
+    from findistill.pipeline import Run
+
+    splits = Run(load_config(config), out, str(data_dir)).splits
+    new_chunks = {tuple(Path(p).stem.split("-")) for p in set(_mtimes(out, "cache/*.safetensors")) - chunks}
+    assert len({fp for fp, _ in new_chunks}) == 1, "one new teacher"
+    assert {texts_hash(splits.train.texts)[:24], texts_hash(splits.eval.texts)[:24]} <= {t for _, t in new_chunks}
+    assert _mtimes(out, "student_ce/*.safetensors") == ce
+
+
+def test_an_interrupted_stage_resumes_and_a_missing_output_reruns(tiny_run, capsys):
+    config, out, data_dir = tiny_run
+    (out / "student" / "config.json").unlink()
+    records = json.loads((out / "stages.json").read_text())
+    records["stages"]["student_ce"]["finished"] = None
+    (out / "stages.json").write_text(json.dumps(records))
+    plan = _dry_run(capsys, config, out, data_dir)
+    assert plan["student_distilled"] == ("run", "student/config.json is missing")
+    assert plan["student_ce"] == ("run", "interrupted: resumes")
+    assert plan["report"] == ("run", "student_ce, student_distilled runs")
+
+
+def test_a_folder_from_before_stage_keys_is_adopted_under_its_own_config(tiny_run, capsys, monkeypatch):
+    """No stages.json: outputs are recorded under the keys of its config.yaml; its per-split teacher_logits/
+    files are read while the teacher is unchanged, without loading the teacher."""
+    import findistill.teacher as teacher_mod
+    from findistill.cache import cache_key, save_cached, texts_hash
+    from findistill.config import load_config
+    from findistill.pipeline import Run
+
+    config, out, data_dir = tiny_run
+    run = Run(load_config(config), out, str(data_dir))
+    legacy = {}
+    for split in (run.splits.train, run.splits.eval):  # the layout written before the chunked cache
+        legacy[split.name] = np.full((len(split), 3), 0.25, np.float32)
+        save_cached(out / "teacher_logits", cache_key({"run_split": split.name}, split.texts), legacy[split.name],
+                    {"split": split.name, "texts_sha256": texts_hash(split.texts)})
+    (out / "stages.json").unlink()
+    (out / "config.yaml").write_text((out / "config.yaml").read_text().replace("alpha: 0.5", "alpha: 0.7"))
+    plan = _dry_run(capsys, config, out, data_dir)
+    assert {n for n, (action, _) in plan.items() if action == "run"} == {"student_distilled", "report", "analyze"}
+    assert plan["student_distilled"][1] == "train.alpha: 0.7 -> 0.5"
+
+    monkeypatch.setattr(teacher_mod, "build_teacher", lambda *a, **k: (_ for _ in ()).throw(AssertionError("load")))
+    fresh = Run(load_config(config), out, str(data_dir))
+    np.testing.assert_array_equal(fresh.teacher_logits(fresh.splits.train), legacy["train"])
     changed = config.with_name("changed.yaml")
-    changed.write_text(config.read_text().replace("epochs: 1", "epochs: 2"))
-    assert main(["run", str(changed), "--out", str(out), "--data-dir", str(data_dir)]) == 2
-    assert "holds a run of a different config" in capsys.readouterr().err
+    changed.write_text(config.read_text().replace("few_shot: 1", "few_shot: 0"))
+    other = Run(load_config(changed), out, str(data_dir))
+    with pytest.raises(AssertionError, match="load"):  # another teacher: the legacy files are not its labels
+        other.teacher_logits(other.splits.train)
+
+
+def test_unreadable_config_of_an_old_folder_is_one_line(tiny_run, capsys):
+    config, out, data_dir = tiny_run
+    (out / "stages.json").unlink()
+    (out / "config.yaml").write_text("train:\n  no_such_key: 1\n")
+    assert main(["run", str(config), "--out", str(out), "--data-dir", str(data_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "written by an older findistill" in err[0] and "train.no_such_key" in err[0]
 
 
 def test_resume_reads_stored_teacher_logits_without_loading_the_teacher(tiny_run, monkeypatch):

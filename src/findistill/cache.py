@@ -1,17 +1,25 @@
-"""Teacher logits cached on disk: a :class:`CachedTeacher` is a :class:`~findistill.teacher.Teacher` too.
+"""Teacher logits cached on disk in chunks: a :class:`CachedTeacher` is a :class:`~findistill.teacher.Teacher` too.
 
-Online and cached sources return the same signal: the first call runs the teacher and stores its ``[N, 3]``
-logits, any later call with the same teacher fingerprint and the same ordered texts reads them back without a
-single forward pass. Per entry, in ``cache_dir``::
+Online and cached sources return the same signal: a list of texts is cut into chunks of ``chunk_size`` consecutive
+texts; each chunk is looked up by the teacher fingerprint and the chunk's own texts, and only missing chunks go to
+the teacher, one chunk at a time (memory stays bounded by the chunk, and a crash loses at most the chunk in
+progress). Per chunk, in ``cache_dir``::
 
-    <key>.safetensors   tensor "logits" [N, 3] float32 (metadata: key, n, texts_sha256)
+    <key>.safetensors   tensor "logits" [n, 3] float32 (metadata: key, n, texts_sha256)
     <key>.json          fingerprint, n, created, teacher name, texts_sha256 (for people; not needed to load)
 
-``key = <sha256(fingerprint JSON)[:24]>-<sha256(texts JSON)[:24]>``. Writes are atomic (temp file + ``os.replace``);
-an unreadable or mismatching entry is recomputed and overwritten.
+``key = <sha256(fingerprint JSON)[:24]>-<sha256(chunk texts JSON)[:24]>``: the same texts give the same files on any
+machine, so the chunks written by ``label --shard i/N`` (chunks i, i+N, i+2N, … of every list) copy into one folder
+as exactly the cache one process writes. A cache written before chunking held one entry per whole list under the
+same formula; such an entry is read first. Writes are atomic (temp file + ``os.replace``); an unreadable or
+mismatching chunk is recomputed and overwritten.
+
+``identity_key`` (the run's hash of the teacher's config, see :mod:`findistill.pipeline`) names a file
+``teacher-<identity_key>.json`` holding the fingerprint, name and parameter count of the teacher that config loads:
+once it exists, cached chunks are read without loading the teacher at all.
 
 Fresh logits with a NaN or an infinity stop the labelling with a one-line :class:`~findistill.errors.ModelError`
-naming the first few texts (nothing is cached): a non-finite row would otherwise train as a silent CE-only row.
+naming the first few texts (that chunk is not cached): a non-finite row would otherwise train as a silent CE-only row.
 """
 
 from __future__ import annotations
@@ -23,8 +31,9 @@ import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -34,6 +43,8 @@ from findistill.io_utils import atomic_write_json
 from findistill.teacher import Teacher
 
 log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_SIZE = 4096
 
 
 def _sha256_json(obj: Any) -> str:
@@ -47,8 +58,13 @@ def texts_hash(texts: Sequence[str]) -> str:
 
 
 def cache_key(fingerprint: dict, texts: Sequence[str]) -> str:
-    """The cache entry name for a teacher fingerprint and an ordered list of texts."""
+    """The cache entry name for a teacher fingerprint and an ordered list of texts (a chunk)."""
     return f"{_sha256_json(fingerprint)[:24]}-{texts_hash(texts)[:24]}"
+
+
+def chunk_bounds(n: int, chunk_size: int) -> list[tuple[int, int]]:
+    """``[start, end)`` of each chunk of a list of ``n`` texts."""
+    return [(start, min(start + chunk_size, n)) for start in range(0, n, chunk_size)]
 
 
 def load_cached(cache_dir: Path, key: str, n: int | None = None, texts_sha256: str | None = None) -> np.ndarray | None:
@@ -84,8 +100,10 @@ NONFINITE_SHOWN = 3  # texts named in the error
 _SNIPPET_CHARS = 60
 
 
-def check_finite(logits: np.ndarray, texts: Sequence[str], teacher: str) -> None:
-    """ModelError (one line) naming the first few texts whose teacher logits hold a NaN or an infinity."""
+def check_finite(logits: np.ndarray, texts: Sequence[str], teacher: str, offset: int = 0) -> None:
+    """ModelError (one line) naming the first few texts whose teacher logits hold a NaN or an infinity.
+
+    ``texts`` is one chunk; ``offset`` its position in the whole list (texts are numbered in the whole list)."""
     bad = np.flatnonzero(~np.isfinite(logits).all(axis=1))
     if bad.size == 0:
         return
@@ -94,10 +112,11 @@ def check_finite(logits: np.ndarray, texts: Sequence[str], teacher: str) -> None
         text = " ".join(str(text).split())
         return text if len(text) <= _SNIPPET_CHARS else text[: _SNIPPET_CHARS - 1] + "…"
 
-    shown = "; ".join(f"#{i} {snippet(texts[i])!r}" for i in bad[:NONFINITE_SHOWN])
+    shown = "; ".join(f"#{offset + i} {snippet(texts[i])!r}" for i in bad[:NONFINITE_SHOWN])
     more = f" and {bad.size - NONFINITE_SHOWN} more" if bad.size > NONFINITE_SHOWN else ""
     raise ModelError(f"teacher {teacher} returned non-finite logits (NaN or inf) for {bad.size} of {len(texts)} "
-                     f"texts: {shown}{more}; nothing was cached (check the teacher's dtype, weights and max_length)")
+                     f"texts: {shown}{more}; this chunk was not cached (check the teacher's dtype, weights and "
+                     "max_length)")
 
 
 def save_cached(cache_dir: Path, key: str, logits: np.ndarray, metadata: dict) -> Path:
@@ -123,56 +142,154 @@ def save_cached(cache_dir: Path, key: str, logits: np.ndarray, metadata: dict) -
     return path
 
 
-class CachedTeacher(Teacher):
-    """Wraps a teacher; ``class_logits`` reads ``cache_dir`` first and runs the teacher only on a miss.
+def hub_commits(teacher: Any) -> list[str | None]:
+    """The hub commit hash (``config._commit_hash``) of each loaded model of ``teacher`` (ensemble members in order);
+    None for a local folder, a pinned ``revision`` or a model that is not loaded as a transformers module."""
+    members = getattr(teacher, "members", None)
+    if members:
+        return [commit for member in members for commit in hub_commits(member)]
+    model, cfg = getattr(teacher, "model", None), getattr(teacher, "cfg", None)
+    if model is None or getattr(cfg, "revision", None):
+        return [None]
+    return [getattr(getattr(model, "config", None), "_commit_hash", None)]
 
-    ``hits`` / ``misses`` count calls served from disk / computed.
+
+class CachedTeacher(Teacher):
+    """Wraps a teacher; ``class_logits`` reads ``cache_dir`` chunk by chunk and runs the teacher only on a miss.
+
+    ``teacher`` is a teacher or a function that loads one (called on the first miss, or for the fingerprint when
+    no identity file exists). ``hits`` / ``misses`` count chunks served from disk / computed;
+    ``computed_texts`` / ``compute_seconds`` the texts the teacher labelled here and its time doing so (the load
+    excluded).
     """
 
-    def __init__(self, teacher: Teacher, cache_dir: Path):
-        self.teacher = teacher
+    def __init__(self, teacher: Teacher | Callable[[], Teacher], cache_dir: Path,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, identity_key: str | None = None):
+        loaded = hasattr(teacher, "class_logits")
+        self._teacher: Teacher | None = teacher if loaded else None  # type: ignore[assignment]
+        self._load = None if loaded else teacher
         self.cache_dir = Path(cache_dir)
-        self.name = teacher.name
-        self.num_parameters = teacher.num_parameters
+        self.chunk_size = int(chunk_size)
+        self.identity_key = identity_key
         self.hits = 0
         self.misses = 0
-        self._fingerprint: dict | None = None
+        self.computed_texts = 0
+        self.compute_seconds = 0.0
+        self._identity: dict | None = None
+
+    # ------------------------------------------------------------------ identity (no model needed once stored)
+    @property
+    def teacher(self) -> Teacher:
+        """The inner teacher, loaded on first use."""
+        if self._teacher is None:
+            self._teacher = self._load()  # type: ignore[misc]
+        return self._teacher
+
+    def _identity_path(self) -> Path | None:
+        return None if self.identity_key is None else self.cache_dir / f"teacher-{self.identity_key}.json"
+
+    def identity(self) -> dict:
+        """``{"fingerprint", "name", "num_parameters"}`` of the teacher: from the identity file, or from the model."""
+        if self._identity is None:
+            path = self._identity_path()
+            if path is not None and path.is_file():
+                with contextlib.suppress(ValueError, KeyError):
+                    stored = json.loads(path.read_text(encoding="utf-8"))
+                    self._identity = {k: stored[k] for k in ("fingerprint", "name", "num_parameters")}
+            if self._identity is None:
+                teacher = self.teacher
+                fingerprint = dict(teacher.fingerprint())
+                commits = hub_commits(teacher)
+                if any(commits):  # an unpinned hub model: its commit is part of what it is
+                    fingerprint["hub_commits"] = commits
+                self._identity = {"fingerprint": fingerprint, "name": teacher.name,
+                                  "num_parameters": int(teacher.num_parameters)}
+                if path is not None:
+                    atomic_write_json(path, {"identity_key": self.identity_key, **self._identity})
+        return self._identity
 
     def fingerprint(self) -> dict:
-        if self._fingerprint is None:  # computed once: it may hash model files
-            self._fingerprint = self.teacher.fingerprint()
-        return self._fingerprint
+        return self.identity()["fingerprint"]
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.identity()["name"]
+
+    @property
+    def num_parameters(self) -> int:  # type: ignore[override]
+        return self.identity()["num_parameters"]
 
     def release(self) -> None:
-        """Free the inner teacher's weights; cached entries stay readable (a miss then raises ModelError)."""
-        self.fingerprint()  # keep the identity computable without the model
-        self.teacher.release()
+        """Free the inner teacher's weights; cached chunks stay readable (a miss then raises ModelError)."""
+        if self._teacher is None:
+            return
+        self.identity()  # keep the identity computable without the model
+        self._teacher.release()
 
     def key(self, texts: Sequence[str]) -> str:
         return cache_key(self.fingerprint(), texts)
+
+    # ------------------------------------------------------------------ chunks
+    def _read(self, texts: list[str]) -> np.ndarray | None:
+        return load_cached(self.cache_dir, self.key(texts), n=len(texts), texts_sha256=texts_hash(texts))
+
+    def _compute(self, texts: list[str], offset: int, progress: bool) -> np.ndarray:
+        teacher = self.teacher  # loaded before the clock starts
+        start = time.perf_counter()
+        logits = np.asarray(teacher.class_logits(texts, progress=progress), dtype=np.float32)  # [n, 3]
+        self.compute_seconds += time.perf_counter() - start
+        if logits.shape != (len(texts), len(LABELS)):
+            raise ValueError(f"teacher {self.name} returned shape {logits.shape}, expected ({len(texts)}, 3)")
+        check_finite(logits, texts, self.name, offset)
+        key = self.key(texts)
+        save_cached(self.cache_dir, key, logits, {
+            "key": key,
+            "teacher": self.name,
+            "n": len(texts),
+            "texts_sha256": texts_hash(texts),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "fingerprint": self.fingerprint(),
+        })
+        self.misses += 1
+        self.computed_texts += len(texts)
+        return logits
+
+    def _chunk(self, texts: list[str], bounds: tuple[int, int], index: int, total: int, progress: bool,
+               keep: bool) -> np.ndarray | None:
+        start, end = bounds
+        chunk = texts[start:end]
+        cached = self._read(chunk)
+        if cached is not None:
+            self.hits += 1
+            return cached
+        began = time.perf_counter()
+        logits = self._compute(chunk, start, progress)
+        if total > 1:
+            log.info("teacher %s: chunk %d/%d labelled (%d texts, %.1f texts/s)", self.name, index + 1, total,
+                     len(chunk), len(chunk) / max(time.perf_counter() - began, 1e-9))
+        return logits if keep else None
 
     def class_logits(self, texts: Sequence[str], progress: bool = True) -> np.ndarray:
         texts = [str(t) for t in texts]
         if not texts:
             return np.zeros((0, len(LABELS)), dtype=np.float32)
-        key = self.key(texts)
-        digest = texts_hash(texts)
-        cached = load_cached(self.cache_dir, key, n=len(texts), texts_sha256=digest)
-        if cached is not None:
-            self.hits += 1
-            return cached
-        self.misses += 1
-        logits = np.asarray(self.teacher.class_logits(texts, progress=progress), dtype=np.float32)  # [N, 3]
-        if logits.shape != (len(texts), len(LABELS)):
-            raise ValueError(f"teacher {self.name} returned shape {logits.shape}, expected ({len(texts)}, 3)")
-        check_finite(logits, texts, self.name)
-        metadata = {
-            "key": key,
-            "teacher": self.name,
-            "n": len(texts),
-            "texts_sha256": digest,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "fingerprint": self.fingerprint(),
-        }
-        save_cached(self.cache_dir, key, logits, metadata)
-        return logits
+        bounds = chunk_bounds(len(texts), self.chunk_size)
+        if len(bounds) > 1:  # a whole-list entry of a cache written before chunking
+            whole = self._read(texts)
+            if whole is not None:
+                self.hits += 1
+                return whole
+        out = np.empty((len(texts), len(LABELS)), dtype=np.float32)  # [N, 3]
+        for index, (start, end) in enumerate(bounds):
+            out[start:end] = self._chunk(texts, (start, end), index, len(bounds), progress, keep=True)
+        return out
+
+    def label_shard(self, texts: Sequence[str], shard: int, num_shards: int, progress: bool = True) -> int:
+        """Write the missing chunks ``shard``, ``shard + num_shards``, … of ``texts``; returns how many this shard
+        holds. Nothing is kept in memory between chunks."""
+        texts = [str(t) for t in texts]
+        bounds = chunk_bounds(len(texts), self.chunk_size)
+        mine = list(range(shard, len(bounds), num_shards))
+        for index in mine:
+            self._chunk(texts, bounds[index], index, len(bounds), progress, keep=False)
+        return len(mine)

@@ -44,18 +44,35 @@ def run_main(argv: list[str]) -> int:
     from findistill.pipeline import run
 
     p = _parser("run", "Run every stage: teacher (fine-tune, evaluate, label), students (baseline, CE-only, "
-                       "distilled), report. Stages whose outputs exist are skipped, so a rerun resumes.")
-    config, out, data_dir = _load(p.parse_args(argv))
-    run(config, out, data_dir)
+                       "distilled), report. A stage runs only when the config or data it depends on changed (or "
+                       "its output is missing), so a rerun resumes and a changed key re-runs only what it touches.")
+    p.add_argument("--dry-run", action="store_true", help="list which stages would run and why; run nothing")
+    args = p.parse_args(argv)
+    config, out, data_dir = _load(args)
+    run(config, out, data_dir, dry_run=args.dry_run)
     return 0
+
+
+def parse_shard(value: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``; anything else is a one-line ConfigError."""
+    index, sep, count = value.partition("/")
+    if sep and index.strip().isdigit() and count.strip().isdigit() and int(index) < int(count):
+        return int(index), int(count)
+    raise ConfigError("--shard", f"expected I/N with 0 <= I < N (shard I of N, e.g. 0/4), got {value!r}")
 
 
 def label_main(argv: list[str]) -> int:
     from findistill.pipeline import run
 
-    p = _parser("label", "Write the teacher's class logits for every training (and transfer) text to the cache.")
-    config, out, data_dir = _load(p.parse_args(argv))
-    run(config, out, data_dir, stages=("teacher_finetune", "label"))
+    p = _parser("label", "Write the teacher's class logits for every evaluation, training and transfer text to "
+                         "the chunked cache <out>/cache.")
+    p.add_argument("--shard", metavar="I/N", default=None,
+                   help="label only chunks I, I+N, I+2N, ... of each list (any machine); copying the N shards' "
+                        "cache/ folders into one gives the cache one process writes")
+    args = p.parse_args(argv)
+    shard = parse_shard(args.shard) if args.shard is not None else None
+    config, out, data_dir = _load(args)
+    run(config, out, data_dir, stages=("teacher_finetune", "label"), shard=shard)
     print(f"teacher logits cached under {out / 'cache'}")
     return 0
 
@@ -102,7 +119,7 @@ def evaluate_main(argv: list[str]) -> int:
     from findistill.pipeline import run
 
     p = _parser("evaluate", "Without --model: rebuild <run>/results.json and report.md from the predictions "
-                            "already in the run folder. With --model: evaluate that classifier folder on the "
+                            "already in the run folder (when they changed). With --model: evaluate that classifier folder on the "
                             "config's evaluation split and print its metrics as JSON.")
     p.add_argument("--model", help="a saved sequence-classification folder to evaluate")
     args = p.parse_args(argv)

@@ -403,6 +403,17 @@ class EvalConfig:
 
 
 @dataclass
+class CacheConfig:
+    chunk_size: int = _help(
+        "Texts per teacher-logit cache chunk: a crash loses at most one chunk, the teacher sees one chunk at a time, "
+        "and `findistill label --shard i/N` splits the work by chunk. Changing it re-labels (chunks are keyed by "
+        "their texts).", 4096)
+
+    def __post_init__(self):
+        _check(self.chunk_size >= 1, "chunk_size", f"must be >= 1, got {self.chunk_size}")
+
+
+@dataclass
 class CandidatesConfig:
     teachers: list[TeacherConfig] = _help(
         "Teacher candidates compared on the dev split (accuracy, macro-F1, params, peak memory, examples/s).",
@@ -425,6 +436,7 @@ class RunConfig:
     augment: AugmentConfig = _help("Teacher paraphrase augmentation.", factory=AugmentConfig)
     eval: EvalConfig = _help("Evaluation statistics.", factory=EvalConfig)
     candidates: CandidatesConfig = _help("Candidates for `findistill candidates`.", factory=CandidatesConfig)
+    cache: CacheConfig = _help("The teacher-logit cache.", factory=CacheConfig)
     evaluate_teacher: bool = _help("Evaluate the teacher on the evaluation split (a table row).", True)
     train_ce_student: bool = _help("Also train a CE-only student at the same budget (the KD comparison).", True)
 

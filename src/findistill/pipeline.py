@@ -1,37 +1,50 @@
 """The stages of `findistill run`: data → teacher → labels → students → evaluation → report.
 
-Every stage writes its output into the run folder and is skipped when that output already exists, so a rerun
-resumes where the last one stopped. Run folder layout::
+Each stage's output is keyed by what it depends on: the config sections it reads, the data it reads (content hashes)
+and the keys of the stages it reads from (:func:`stage_inputs`). ``<run>/stages.json`` holds, per stage, the key and
+inputs its output was made from; a stage runs when that record is missing, unfinished or holds another key, or its
+output is gone, and a stage that runs clears the records of the stages downstream of it. So changing ``train.alpha``
+re-runs the distilled student and the report only, changing the student re-uses the teacher and its labels, and
+changing the teacher re-labels. :meth:`Run.plan` says which stages would run and why (``findistill run --dry-run``).
+Run folder layout::
 
-    <run>/config.yaml                 the resolved config
+    <run>/config.yaml                 the resolved config of the last command
+    <run>/stages.json                 per stage: key, inputs, finished (see above)
     <run>/data.json                   dataset info: sizes, label counts, cross-split duplicates
     <run>/teacher/                    the fine-tuned teacher (merged), when teacher.finetune.enabled
     <run>/teacher_folds/fold_<k>/     cross-fitted teachers (teacher.finetune.cross_fit_folds), each blind to fold k
-    <run>/teacher_logits/             the teacher's logits per split (out-of-fold for train when cross-fitted)
-    <run>/cache/                      teacher class logits, keyed by texts + teacher fingerprint
-    <run>/augment/                    paraphrase candidates (resumable JSONL) and the filter's counts
+    <run>/cache/                      teacher class logits in chunks (findistill.cache) + teacher-<key>.json identities
+    <run>/teacher_logits/             per-split logits of runs made before the chunked cache (read, never written)
+    <run>/augment/                    paraphrase candidates (resumable JSONL), the filter's counts, the kept rows
     <run>/predictions/<role>.npz      [N, 3] logits of each model on the evaluation split + its metadata
     <run>/student_ce/                 the CE-only student (plain Hugging Face folder)
     <run>/student/                    the distilled student, LoRA merged (plain Hugging Face folder)
     <run>/student*/training_log.json  the Trainer's log: loss, kd_loss, ce_loss per logging step, dev scores
     <run>/results.json, report.md     the results contract
     <run>/analysis/, report.html      slices, entity swap, probes, calibration (findistill.analysis)
+
+A folder written before stage keys (no ``stages.json``) is adopted: each stage whose output is there is recorded
+under the keys of the config it was made with (its ``config.yaml``; the current config when there is none), so
+only what that config change touches re-runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import gc
+import hashlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
-from findistill.config import ConfigError, RunConfig, dump_config, save_config
+from findistill.config import ConfigError, RunConfig, dump_config, load_config, save_config
 from findistill.data import DatasetSplits, TextSplit, load_splits
 from findistill.io_utils import atomic_write_json
 
@@ -40,10 +53,149 @@ log = logging.getLogger("findistill.pipeline")
 STAGES = ("teacher_finetune", "teacher_eval", "label", "augment", "student_baseline", "student_ce",
           "student_distilled", "report", "analyze")
 
+# The stages whose outputs each stage reads: when one of them runs, the stage runs too.
+DEPENDS: dict[str, tuple[str, ...]] = {
+    "teacher_finetune": (),
+    "teacher_eval": ("teacher_finetune",),
+    "label": ("teacher_finetune",),
+    "augment": ("teacher_finetune",),
+    "student_baseline": (),
+    "student_ce": (),
+    "student_distilled": ("label", "augment"),
+    "report": ("teacher_eval", "augment", "student_baseline", "student_ce", "student_distilled"),
+    "analyze": ("report",),
+}
+# A stage's output files; all must exist for it to be up to date (the label stage's are the cache chunks).
+STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "teacher_finetune": ("teacher/config.json",),
+    "teacher_eval": ("predictions/teacher.npz",),
+    "label": (),
+    "augment": ("augment/kept.json",),
+    "student_baseline": ("predictions/student_baseline.npz",),
+    "student_ce": ("predictions/student_ce.npz", "student_ce/config.json"),
+    "student_distilled": ("predictions/student_distilled.npz", "student/config.json"),
+    "report": ("results.json",),
+    "analyze": ("report.html",),
+}
+# Teacher keys that change how the teacher is run, not the fine-tuned weights.
+_INFERENCE_ONLY = ("name", "batch_size", "backend", "vllm")
+# Train keys the CE-only student does not read, and keys that change no result (checkpointing).
+_KD_ONLY = ("alpha", "temperature")
+_NO_RESULT = ("save_steps", "save_total_limit")
+
 
 def _say(message: str) -> None:
     """Stage banners go to stderr-visible logging so long runs show where they are."""
     log.info(message)
+
+
+def _hash(obj: Any) -> str:
+    data = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()[:16]
+
+
+def data_hashes(splits: DatasetSplits) -> dict[str, str | None]:
+    """Content hash (texts and labels) of each split; the transfer split is None when there is none."""
+    def h(split: TextSplit | None) -> str | None:
+        return None if split is None else _hash([list(split.texts), [int(y) for y in split.labels]])
+
+    return {"train": h(splits.train), "dev": h(splits.dev), "eval": h(splits.eval),
+            "transfer": h(splits.transfer) if splits.transfer is not None and len(splits.transfer) else None}
+
+
+def _without(section: Any, keys: tuple[str, ...]) -> dict:
+    return {k: v for k, v in dataclasses.asdict(section).items() if k not in keys}
+
+
+def teacher_inputs(config: RunConfig, data: dict) -> dict:
+    """What the teacher that labels depends on: its config, the training texts (few-shot pool) and the fine-tune."""
+    return {"teacher": dataclasses.asdict(config.teacher), "seed": config.data.seed, "train": data["train"],
+            "finetune": stage_key(config, data, "teacher_finetune")}
+
+
+def stage_inputs(config: RunConfig, data: dict, stage: str) -> dict | None:
+    """The inputs ``stage``'s output is made from (JSON-able); None when the stage is off in ``config``."""
+    c = config
+    if stage == "teacher_finetune":
+        if not c.teacher.finetune.enabled:
+            return None
+        return {"teacher": _without(c.teacher, _INFERENCE_ONLY), "seed": c.data.seed, "train": data["train"],
+                "dev": data["dev"]}
+    teacher = _hash(teacher_inputs(c, data))
+    if stage == "teacher_eval":
+        return {"teacher": teacher, "eval": data["eval"], "chunk_size": c.cache.chunk_size} if c.evaluate_teacher \
+            else None
+    if stage == "label":
+        return {"teacher": teacher, "train": data["train"], "transfer": data["transfer"],
+                "eval": data["eval"] if c.evaluate_teacher else None, "chunk_size": c.cache.chunk_size}
+    if stage == "augment":
+        if not c.augment.enabled:
+            return None
+        return {"augment": dataclasses.asdict(c.augment), "teacher": teacher, "train": data["train"],
+                "dev": data["dev"], "eval": data["eval"]}
+    student = {"student": dataclasses.asdict(c.student), "eval": data["eval"]}
+    if stage == "student_baseline":
+        return {**student, "seed": c.train.seed}
+    trained = {**student, "train_split": data["train"], "dev": data["dev"]}
+    if stage == "student_ce":
+        return {**trained, "train": _without(c.train, _KD_ONLY + _NO_RESULT)} if c.train_ce_student else None
+    if stage == "student_distilled":
+        return {**trained, "train": _without(c.train, _NO_RESULT), "label": stage_key(c, data, "label"),
+                "augment": stage_key(c, data, "augment")}
+    if stage == "report":
+        return {"config": dataclasses.asdict(c),
+                **{s: stage_key(c, data, s) for s in DEPENDS["report"]}}
+    if stage == "analyze":
+        return {"report": stage_key(c, data, "report")}
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+def stage_key(config: RunConfig, data: dict, stage: str) -> str | None:
+    inputs = stage_inputs(config, data, stage)
+    return None if inputs is None else _hash(inputs)
+
+
+def _downstream(stage: str) -> set[str]:
+    out: set[str] = set()
+    for name, deps in DEPENDS.items():
+        if stage in deps:
+            out |= {name} | _downstream(name)
+    return out
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: obj}
+
+
+_SPLIT_NAMES = {"train": "training texts", "train_split": "training texts", "dev": "dev texts", "eval": "evaluation texts",
+                "transfer": "transfer texts"}
+
+
+def describe_change(old: dict, new: dict, shown: int = 3) -> str:
+    """The differences between two input dicts in a few words (``train.alpha: 0.5 -> 0.9``)."""
+    a, b = _flatten(old), _flatten(new)
+    parts = []
+    for path in sorted(set(a) | set(b), key=lambda p: (p.count("."), p)):
+        if a.get(path, "<unset>") == b.get(path, "<unset>"):
+            continue
+        if path in _SPLIT_NAMES:
+            parts.append(f"{_SPLIT_NAMES[path]} changed")
+        elif path in STAGES or path in ("teacher", "finetune"):
+            parts.append(f"{path} inputs changed")
+        else:
+            parts.append(f"{path}: {a.get(path, '<unset>')} -> {b.get(path, '<unset>')}")
+    parts = list(dict.fromkeys(parts))
+    more = f" and {len(parts) - shown} more" if len(parts) > shown else ""
+    return "; ".join(parts[:shown]) + more if parts else "inputs changed"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -76,8 +228,9 @@ class Run:
         self.out = Path(out_dir)
         self.data_dir = data_dir
         self._splits: DatasetSplits | None = None
+        self._data_hashes: dict | None = None
+        self._records: dict | None = None
         self._teacher = None
-        self.teacher_seconds: dict[str, float] = {}  # split -> seconds of teacher inference (model load excluded)
 
     # ------------------------------------------------------------------ shared pieces
     @property
@@ -86,6 +239,12 @@ class Run:
             _say("[data] loading splits")
             self._splits = load_splits(self.config.data, self.data_dir)
         return self._splits
+
+    @property
+    def data_hashes(self) -> dict:
+        if self._data_hashes is None:
+            self._data_hashes = data_hashes(self.splits)
+        return self._data_hashes
 
     def prediction_path(self, role: str) -> Path:
         return self.out / "predictions" / f"{role}.npz"
@@ -103,40 +262,51 @@ class Run:
                                       name=f"{cfg.display_name} (fine-tuned)")
         return cfg
 
-    @property
-    def teacher(self):
-        """The (cached) teacher. Loading it costs time and memory, so it happens on first use only."""
-        if self._teacher is None:
-            from findistill.cache import CachedTeacher
+    def teacher_key(self, fold: int | None = None) -> str:
+        """Hash of the teacher's inputs (config, few-shot pool, fine-tune); ``fold``: a cross-fitted fold teacher."""
+        inputs = teacher_inputs(self.config, self.data_hashes)
+        return _hash(inputs if fold is None else {**inputs, "fold": fold})
+
+    def _cached_teacher(self, cfg, pool: TextSplit, identity_key: str):
+        """A :class:`~findistill.cache.CachedTeacher` that loads the teacher of ``cfg`` (few-shot examples from
+        ``pool``) only when a chunk is missing or its identity file is."""
+        from findistill.cache import CachedTeacher
+
+        def load():
             from findistill.teacher import build_teacher
 
-            cfg = self.teacher_config()
             _say(f"[teacher] loading {cfg.display_name}")
-            train = self.splits.train
-            teacher = build_teacher(cfg, train.texts, train.labels, seed=self.config.data.seed)
-            self._teacher = CachedTeacher(teacher, self.out / "cache")
+            return build_teacher(cfg, pool.texts, pool.labels, seed=self.config.data.seed)
+
+        return CachedTeacher(load, self.out / "cache", chunk_size=self.config.cache.chunk_size,
+                             identity_key=identity_key)
+
+    @property
+    def teacher(self):
+        """The cached teacher; its model is loaded on first need only."""
+        if self._teacher is None:
+            self._teacher = self._cached_teacher(self.teacher_config(), self.splits.train, self.teacher_key())
         return self._teacher
 
     def teacher_logits(self, split: TextSplit, teacher=None, key_extra: dict | None = None) -> np.ndarray:
-        """The teacher's ``[N, 3]`` logits for a split, kept in ``<run>/teacher_logits/``.
+        """The teacher's ``[N, 3]`` logits for a split, from the chunked cache (the teacher runs on missing chunks).
 
-        Once a split is labelled, a resumed run reads this file and never loads the teacher (a 7B teacher
-        takes minutes to load even when every logit is cached). ``teacher`` (default: the run's teacher) and
-        ``key_extra`` serve the cross-fitted fold teachers.
+        ``teacher`` (default: the run's teacher) and ``key_extra`` serve the cross-fitted fold teachers.
         """
-        from findistill.cache import cache_key, load_cached, save_cached, texts_hash
+        legacy = self._legacy_teacher_logits(split, key_extra)
+        if legacy is not None:
+            return legacy
+        return (teacher or self.teacher).class_logits(split.texts)
 
-        folder, digest = self.out / "teacher_logits", texts_hash(split.texts)
+    def _legacy_teacher_logits(self, split: TextSplit, key_extra: dict | None) -> np.ndarray | None:
+        """``<run>/teacher_logits/`` of a folder labelled before the chunked cache, while its teacher is unchanged."""
+        from findistill.cache import cache_key, load_cached, texts_hash
+
+        folder = self.out / "teacher_logits"
+        if not folder.is_dir() or self.stage_records().get("legacy_teacher_logits") != self.teacher_key():
+            return None
         key = cache_key({"run_split": split.name, **(key_extra or {})}, split.texts)
-        logits = load_cached(folder, key, n=len(split), texts_sha256=digest)
-        if logits is None:
-            teacher = teacher or self.teacher  # loaded before the clock starts
-            start = time.perf_counter()
-            logits = teacher.class_logits(split.texts)
-            self.teacher_seconds[split.name] = time.perf_counter() - start
-            save_cached(folder, key, logits, {"split": split.name, "n": len(split), "texts_sha256": digest,
-                                              "teacher": teacher.name, **(key_extra or {})})
-        return logits
+        return load_cached(folder, key, n=len(split), texts_sha256=texts_hash(split.texts))
 
     # ------------------------------------------------------------------ cross-fitting
     def fold_dir(self, k: int) -> Path:
@@ -149,59 +319,160 @@ class Run:
         return stratified_folds(self.splits.train.labels, self.config.teacher.finetune.cross_fit_folds,
                                 self.config.data.seed)
 
+    def _cross_fitted(self) -> bool:
+        return bool(self.config.teacher.finetune.enabled and self.config.teacher.finetune.cross_fit_folds)
+
+    def _fold_jobs(self) -> list[tuple[Any, TextSplit, list[int], dict]]:
+        """Per fold k: (its cached fold teacher, its held-out training texts, their rows, the legacy key extra)."""
+        train, k_folds = self.splits.train, self.config.teacher.finetune.cross_fit_folds
+        jobs = []
+        for k, rows in enumerate(self.folds()):
+            held_out = train.subset(rows)
+            held_out.name = f"train_fold_{k}"
+            seen = train.subset(sorted(set(range(len(train))) - set(rows)))  # its few-shot pool, if any
+            teacher = self._cached_teacher(self.teacher_config(self.fold_dir(k)), seen, self.teacher_key(fold=k))
+            jobs.append((teacher, held_out, rows, {"cross_fit_folds": k_folds, "fold": k}))
+        return jobs
+
     def train_teacher_logits(self) -> np.ndarray:
         """Soft labels of the training rows: out-of-fold when cross-fitting is on, else the teacher's own.
 
         Out-of-fold: row i gets the logits of the fold teacher that did not see row i in its fine-tune.
         """
-        train, k_folds = self.splits.train, self.config.teacher.finetune.cross_fit_folds
-        if not (self.config.teacher.finetune.enabled and k_folds):
+        train = self.splits.train
+        if not self._cross_fitted():
             return self.teacher_logits(train)
-        from findistill.cache import CachedTeacher
-        from findistill.teacher import build_teacher
-
         out = np.full((len(train), 3), np.nan, dtype=np.float32)
-        for k, rows in enumerate(self.folds()):
-            held_out = train.subset(rows)
-            held_out.name = f"train_fold_{k}"
-            key = {"cross_fit_folds": k_folds, "fold": k}
-            teacher = None
-            if not self._fold_logits_cached(held_out, key):
-                _say(f"[label] fold teacher {k} labels its {len(rows)} held-out training texts")
-                seen = train.subset(sorted(set(range(len(train))) - set(rows)))  # its few-shot pool, if any
-                teacher = CachedTeacher(build_teacher(self.teacher_config(self.fold_dir(k)), seen.texts, seen.labels,
-                                                      seed=self.config.data.seed), self.out / "cache")
-            out[rows] = self.teacher_logits(held_out, teacher=teacher, key_extra=key)
-            if teacher is not None:
-                teacher.release()
+        for teacher, held_out, rows, extra in self._fold_jobs():
+            out[rows] = self.teacher_logits(held_out, teacher=teacher, key_extra=extra)
+            teacher.release()
         return out
 
-    def _fold_logits_cached(self, split: TextSplit, key_extra: dict) -> bool:
-        from findistill.cache import cache_key, load_cached, texts_hash
+    # ------------------------------------------------------------------ stage records
+    def stage_inputs(self, stage: str) -> dict | None:
+        return stage_inputs(self.config, self.data_hashes, stage)
 
-        key = cache_key({"run_split": split.name, **key_extra}, split.texts)
-        return load_cached(self.out / "teacher_logits", key, n=len(split), texts_sha256=texts_hash(split.texts)) \
-            is not None
+    def stage_key(self, stage: str) -> str | None:
+        return stage_key(self.config, self.data_hashes, stage)
+
+    def stage_records(self) -> dict:
+        """``stages.json`` (``{"stages": {stage: {key, inputs, finished}}, ...}``); an older folder is adopted."""
+        if self._records is None:
+            path = self.out / "stages.json"
+            self._records = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else self._adopt()
+        return self._records
+
+    def _adopt(self) -> dict:
+        """Records for a folder written before stage keys: its outputs, under the config it was made with."""
+        records: dict = {"stages": {}}
+        if not self.out.is_dir():
+            return records
+        saved = self.out / "config.yaml"
+        config = self.config
+        if saved.is_file():
+            try:
+                config = load_config(saved)
+            except ConfigError as err:
+                raise ConfigError("", f"{self.out} was written by an older findistill under a config this version "
+                                      f"cannot read ({err}); use another --out") from None
+        if config.data != self.config.data:
+            return records  # its splits are not the current ones: nothing can be vouched for
+        for stage in STAGES:
+            inputs = stage_inputs(config, self.data_hashes, stage)
+            if inputs is None or not self._outputs_present(stage):
+                continue
+            if stage == "label" and not any((self.out / "teacher_logits").glob("*.safetensors")):
+                continue
+            records["stages"][stage] = {"key": _hash(inputs), "inputs": inputs, "finished": "adopted"}
+        if (self.out / "teacher_logits").is_dir():
+            records["legacy_teacher_logits"] = _hash(teacher_inputs(config, self.data_hashes))
+        if records["stages"]:
+            log.info("[stages] %s predates stage keys; adopted %s", self.out, ", ".join(records["stages"]))
+        return records
+
+    def write_stage_records(self) -> None:
+        atomic_write_json(self.out / "stages.json", {"version": 1, **self.stage_records()})
+
+    def _outputs_present(self, stage: str) -> bool:
+        return all((self.out / p).exists() for p in STAGE_OUTPUTS[stage])
+
+    def stale_reason(self, stage: str) -> str | None:
+        """Why ``stage`` must run (None: its output is up to date)."""
+        record = self.stage_records()["stages"].get(stage)
+        inputs = self.stage_inputs(stage)
+        if record is None:
+            return "no output yet"
+        if record["key"] != _hash(inputs):
+            return describe_change(record.get("inputs", {}), inputs)
+        if not record.get("finished"):
+            return "interrupted: resumes"
+        missing = [p for p in STAGE_OUTPUTS[stage] if not (self.out / p).exists()]
+        return f"{missing[0]} is missing" if missing else None
+
+    def plan(self, stages: tuple[str, ...] = STAGES) -> list[tuple[str, str, str]]:
+        """(stage, "run" / "skip" / "off", why) for each of ``stages`` in pipeline order; runs nothing."""
+        rows, running = [], set()
+        for stage in STAGES:
+            if stage not in stages:
+                continue
+            if self.stage_inputs(stage) is None:
+                rows.append((stage, "off", "not enabled in this config"))
+                continue
+            why = self.stale_reason(stage)
+            upstream = [d for d in DEPENDS[stage] if d in running]
+            if why is None and upstream:
+                why = f"{', '.join(upstream)} runs"
+            if why is None:
+                rows.append((stage, "skip", f"up to date (key {self.stage_key(stage)})"))
+            else:
+                running.add(stage)
+                rows.append((stage, "run", why))
+        return rows
+
+    def _begin(self, stage: str) -> bool:
+        """True when ``stage`` must run: its record becomes unfinished under the new key, the records downstream
+        of it are dropped (they read its output), and the output of another key is removed where the stage would
+        otherwise resume from it. False when the stage is off or up to date."""
+        inputs = self.stage_inputs(stage)
+        if inputs is None:
+            return False
+        why = self.stale_reason(stage)
+        if why is None:
+            _say(f"[{stage}] up to date")
+            return False
+        records = self.stage_records()["stages"]
+        key = _hash(inputs)
+        if stage == "teacher_finetune" and records.get(stage, {}).get("key") != key:
+            for folder in (self.out / "teacher", self.out / "teacher_folds"):
+                shutil.rmtree(folder, ignore_errors=True)
+        for name in _downstream(stage):
+            records.pop(name, None)
+        records[stage] = {"key": key, "inputs": inputs, "finished": None}
+        self.write_stage_records()
+        _say(f"[{stage}] runs: {why}")
+        return True
+
+    def _finish(self, stage: str) -> None:
+        self.stage_records()["stages"][stage]["finished"] = _now()
+        self.write_stage_records()
 
     # ------------------------------------------------------------------ stages
     def stage_teacher_finetune(self) -> None:
-        ft = self.config.teacher.finetune
-        if not ft.enabled:
+        if not self._begin("teacher_finetune"):
             return
         from findistill.teacher_finetune import finetune_teacher
 
+        ft = self.config.teacher.finetune
         target = self.out / "teacher"
-        if (target / "config.json").is_file():
+        if (target / "config.json").is_file():  # finished before an interruption of this stage
             _say(f"[teacher_finetune] reusing {target}")
         else:
             _say(f"[teacher_finetune] fine-tuning the teacher on gold labels ({ft.parameters}; dev split for "
                  "selection)")
             finetune_teacher(self.config.teacher, self.splits.train, self.splits.dev, target,
                              seed=self.config.data.seed)
-        if not ft.cross_fit_folds:
-            return
         train = self.splits.train
-        for k, rows in enumerate(self.folds()):
+        for k, rows in enumerate(self.folds() if ft.cross_fit_folds else []):
             if (self.fold_dir(k) / "config.json").is_file():
                 continue
             held_out = set(rows)
@@ -209,39 +480,67 @@ class Run:
                  f"{len(rows)} training texts")
             finetune_teacher(self.config.teacher, train.subset([i for i in range(len(train)) if i not in held_out]),
                              self.splits.dev, self.fold_dir(k), seed=self.config.data.seed)
+        self._finish("teacher_finetune")
 
     def stage_teacher_eval(self) -> None:
-        if not self.config.evaluate_teacher or self.prediction_path("teacher").is_file():
+        if not self._begin("teacher_eval"):
             return
         ev = self.splits.eval
         _say(f"[teacher_eval] teacher on {ev.name} ({len(ev)} texts)")
-        logits = self.teacher_logits(ev)
         teacher = self.teacher
-        seconds = self.teacher_seconds.get(ev.name)
+        texts_before, seconds_before = teacher.computed_texts, teacher.compute_seconds
+        logits = self.teacher_logits(ev)
+        computed, seconds = teacher.computed_texts - texts_before, teacher.compute_seconds - seconds_before
         Prediction(teacher.name, "teacher", logits, {
             "params": teacher.num_parameters, "trainable_params": 0,
-            # Inference only (model load excluded); a cache hit measures nothing about the model's speed.
-            "examples_per_s": round(len(ev) / seconds, 2) if seconds and teacher.misses else None,
+            # Inference only (model load excluded); cached chunks measure nothing about the model's speed.
+            "examples_per_s": round(computed / seconds, 2) if computed == len(ev) and seconds > 0 else None,
         }).save(self.prediction_path("teacher"))
+        self._finish("teacher_eval")
 
-    def stage_label(self) -> None:
-        """Teacher logits for every training text (and transfer texts), written once to the cache."""
+    def label_jobs(self) -> list[tuple[Any, TextSplit, dict | None]]:
+        """(cached teacher, texts, legacy key extra) of every list the teacher labels: the evaluation split (when
+        the teacher is evaluated), the training split (per fold when cross-fitted) and the transfer texts."""
         splits = self.splits
-        _say(f"[label] teacher logits for {len(splits.train)} training texts")
-        self.train_teacher_logits()
+        jobs: list[tuple[Any, TextSplit, dict | None]] = []
+        if self.config.evaluate_teacher:
+            jobs.append((self.teacher, splits.eval, None))
+        if self._cross_fitted():
+            jobs += [(teacher, held_out, extra) for teacher, held_out, _, extra in self._fold_jobs()]
+        else:
+            jobs.append((self.teacher, splits.train, None))
         if splits.transfer is not None and len(splits.transfer):
-            _say(f"[label] teacher logits for {len(splits.transfer)} transfer texts")
-            self.teacher_logits(splits.transfer)
-        self.release_teacher_model()  # the students train without the teacher in memory
+            jobs.append((self.teacher, splits.transfer, None))
+        return jobs
 
-    def stage_augment(self) -> dict | None:
-        cfg = self.config.augment
-        if not cfg.enabled:
-            return None
+    def stage_label(self, shard: tuple[int, int] | None = None) -> None:
+        """Teacher logits for every evaluation, training and transfer text, written to the chunked cache.
+
+        ``shard=(i, n)``: only chunks i, i+n, i+2n, … of each list (``findistill label --shard i/n``); the stage is
+        then not recorded as done, since the other shards' chunks are elsewhere until they are copied in.
+        """
+        if shard is None and not self._begin("label"):
+            return
+        for teacher, split, extra in self.label_jobs():
+            if shard is None:
+                _say(f"[label] teacher logits for {len(split)} {split.name} texts")
+                self.teacher_logits(split, teacher=teacher, key_extra=extra)
+            else:
+                held = teacher.label_shard(split.texts, *shard)
+                _say(f"[label] shard {shard[0]}/{shard[1]}: {held} chunks of {len(split)} {split.name} texts "
+                     f"in {self.out / 'cache'}")
+            if teacher is not self._teacher:
+                teacher.release()
+        self.release_teacher_model()  # the students train without the teacher in memory
+        if shard is None:
+            self._finish("label")
+
+    def stage_augment(self) -> None:
+        if not self._begin("augment"):
+            return
         from findistill.augment import augment, load_generator
 
-        splits = self.splits
-        summary_path = self.out / "augment" / "summary.json"
+        cfg, splits = self.config.augment, self.splits
         others = splits.train.texts + splits.dev.texts + splits.eval.texts
         generator = cfg.model or self.teacher_config().model
         model, tokenizer = load_generator(generator, backend=self.config.teacher.backend)
@@ -249,22 +548,33 @@ class Run:
         result = augment(cfg, splits.train, others, model, tokenizer, self.teacher, self.out / "augment")
         del model
         gc.collect()
-        self.augmented = result
-        atomic_write_json(summary_path, result.summary)
-        return result.summary
+        logits = result.teacher_logits
+        if logits is None and len(result.texts):
+            logits = self.teacher.class_logits(result.texts)
+        atomic_write_json(self.out / "augment" / "summary.json", result.summary)
+        atomic_write_json(self.out / "augment" / "kept.json", {
+            "texts": result.texts, "labels": result.labels, "source_indices": result.source_indices,
+            "teacher_logits": None if logits is None else np.asarray(logits, dtype=np.float32).tolist()})
+        self._finish("augment")
+
+    def augmented(self) -> dict | None:
+        """The kept paraphrases (``augment/kept.json``) when augmentation is on."""
+        path = self.out / "augment" / "kept.json"
+        if not self.config.augment.enabled or not path.is_file():
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
 
     def _training_set(self, with_teacher: bool) -> tuple[list[str], list[int], np.ndarray | None]:
         """Gold training texts (+ kept paraphrases, + transfer texts for KD), with teacher logits when needed."""
         splits = self.splits
         texts, labels = list(splits.train.texts), list(splits.train.labels)
         logits = [self.train_teacher_logits()] if with_teacher else []
-        aug = getattr(self, "augmented", None)
-        if aug is not None and len(aug.texts):
-            texts += aug.texts
-            labels += aug.labels
+        aug = self.augmented()
+        if aug is not None and aug["texts"]:
+            texts += aug["texts"]
+            labels += aug["labels"]
             if with_teacher:
-                logits.append(aug.teacher_logits if aug.teacher_logits is not None
-                              else self.teacher.class_logits(aug.texts))
+                logits.append(np.asarray(aug["teacher_logits"], dtype=np.float32).reshape(-1, 3))
         if with_teacher and splits.transfer is not None and len(splits.transfer):
             texts += splits.transfer.texts
             labels += [-1] * len(splits.transfer)  # no gold label: KD loss only
@@ -286,7 +596,7 @@ class Run:
                    ).save(self.prediction_path(role))
 
     def stage_student_baseline(self) -> None:
-        if self.prediction_path("student_baseline").is_file():
+        if not self._begin("student_baseline"):
             return
         from transformers import set_seed
 
@@ -297,9 +607,10 @@ class Run:
         model, tokenizer = build_student(self.config.student)
         self._evaluate_model(model, tokenizer, "student_baseline",
                              f"{self.config.student.display_name} (untrained head)", {})
+        self._finish("student_baseline")
 
     def _train(self, role: str, folder: str, with_teacher: bool) -> None:
-        if self.prediction_path(role).is_file() and (self.out / folder / "config.json").is_file():
+        if not self._begin(role):
             return
         from findistill.student import save_student
         from findistill.trainer import train_student
@@ -320,22 +631,25 @@ class Run:
                              {"train_wall_time_s": round(result.wall_time_s, 1), "train_examples": len(texts),
                               "train_steps": result.steps, "selected_step": result.selected_step,
                               "selected_dev_metric": result.selected_dev_metric})
+        self._finish(role)
 
     def release_teacher_model(self) -> None:
         """Free the teacher's weights once its logits are stored; a later stage that needs it loads it again."""
-        if self._teacher is not None and hasattr(self._teacher, "release"):
+        if self._teacher is not None:
             self._teacher.release()
         self._teacher = None
         gc.collect()
 
     def stage_student_ce(self) -> None:
-        if self.config.train_ce_student:
-            self._train("student_ce", "student_ce", with_teacher=False)
+        self._train("student_ce", "student_ce", with_teacher=False)
 
     def stage_student_distilled(self) -> None:
         self._train("student_distilled", "student", with_teacher=True)
 
-    def stage_report(self, augmentation: dict | None = None) -> dict:
+    def stage_report(self) -> dict | None:
+        """results.json and report.md from the predictions in the folder (None when up to date)."""
+        if not self._begin("report"):
+            return None
         from findistill.evaluate import evaluate_row, majority_row, paired_bootstrap
         from findistill.report import build_results, render_table, write_results
 
@@ -356,60 +670,67 @@ class Run:
                     comp = paired_bootstrap(y, preds[a].logits.argmax(1), preds[b].logits.argmax(1), metric,
                                             ev_cfg.bootstrap_samples, ev_cfg.confidence, ev_cfg.seed)
                     comparisons.append({"a": a, "b": b, **comp})
-        if augmentation is None and (self.out / "augment" / "summary.json").is_file():
-            augmentation = json.loads((self.out / "augment" / "summary.json").read_text())
         extra = {"config": dataclasses.asdict(self.config), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         fold_summaries = sorted((self.out / "teacher_folds").glob("fold_*/finetune_summary.json"))
         if fold_summaries:  # each cross-fitted teacher's dev score (selection split; evaluation unused)
             extra["teacher_folds"] = [{"fold": p.parent.name, **{k: json.loads(p.read_text())[k] for k in (
                 "train_examples", "best_epoch", "best")}} for p in fold_summaries]
-        if augmentation is not None:
-            extra["augmentation"] = augmentation
+        summary = self.out / "augment" / "summary.json"
+        if self.config.augment.enabled and summary.is_file():
+            extra["augmentation"] = json.loads(summary.read_text())
         results = build_results(splits.info(), rows, comparisons, **extra)
         write_results(self.out, results, dump_config(self.config))
         print(render_table(rows))
+        self._finish("report")
         return results
 
+    def stage_analyze(self) -> None:
+        if not self._begin("analyze"):
+            return
+        from findistill.analysis import analyze_run
 
-def run(config: RunConfig, out_dir: str | Path, data_dir: str | None = None,
-        stages: tuple[str, ...] = STAGES) -> dict | None:
-    """Run the chosen stages in pipeline order; returns the results dict when the report stage ran."""
+        analyze_run(self.config, self.out, self.data_dir)  # analysis/, report.html, calibration.json, model cards
+        self._finish("analyze")
+
+
+def run(config: RunConfig, out_dir: str | Path, data_dir: str | None = None, stages: tuple[str, ...] = STAGES,
+        shard: tuple[int, int] | None = None, dry_run: bool = False) -> dict | None:
+    """Run the chosen stages in pipeline order, each only when its output is missing or stale; returns the results
+    dict when the report stage ran. ``dry_run``: print which stages would run and why, and run nothing.
+    ``shard``: label only that shard's chunks (see :meth:`Run.stage_label`)."""
     out = Path(out_dir)
-    saved = out / "config.yaml"
-    if saved.is_file() and saved.read_text() != dump_config(config):
-        # Finished stages are skipped by their outputs, so resuming under another config would mix two runs.
-        raise ConfigError("", f"{out} holds a run of a different config ({saved}); use another --out or delete it")
     r = Run(config, out, data_dir)
     info = r.splits.info()  # data errors stop the run before anything is written
+    if dry_run:
+        rows = r.plan(stages)
+        width = max(len(name) for name, _, _ in rows)
+        for name, action, why in rows:
+            print(f"{name.ljust(width)}  {action:<4}  {why}")
+        return None
+    r.stage_records()  # an older folder is adopted under its own config.yaml, before that file is replaced
     out.mkdir(parents=True, exist_ok=True)
-    save_config(config, saved)
+    r.write_stage_records()
+    save_config(config, out / "config.yaml")
     atomic_write_json(out / "data.json", info)
     steps: dict[str, Callable[[], object]] = {
         "teacher_finetune": r.stage_teacher_finetune,
         "teacher_eval": r.stage_teacher_eval,
-        "label": r.stage_label,
+        "label": lambda: r.stage_label(shard),
         "augment": r.stage_augment,
         "student_baseline": r.stage_student_baseline,
         "student_ce": r.stage_student_ce,
         "student_distilled": r.stage_student_distilled,
+        "report": r.stage_report,
+        "analyze": r.stage_analyze,
     }
-    augmentation = None
+    results = None
     for name in STAGES:
-        if name not in stages or name in ("report", "analyze"):
+        if name not in stages:
             continue
         started = time.perf_counter()
         output = steps[name]()
-        if name == "augment":
-            augmentation = output
+        if name == "report":
+            results = output
+            print(f"\nreport: {out / 'report.md'}")
         log.info("[%s] done in %.1f s", name, time.perf_counter() - started)
-    results = None
-    if "report" in stages:
-        results = r.stage_report(augmentation)
-        print(f"\nreport: {out / 'report.md'}")
-    if "analyze" in stages:
-        from findistill.analysis import analyze_run
-
-        started = time.perf_counter()
-        analyze_run(config, out, data_dir)  # analysis/, report.html, the students' calibration.json, model cards
-        log.info("[analyze] done in %.1f s", time.perf_counter() - started)
     return results

@@ -31,12 +31,12 @@ def run_batches(lengths: Sequence[int], batch_size: int, width: int, forward: Ca
                 progress: bool | None = True, desc: str | None = None) -> np.ndarray:
     """``[N, width]`` float32 in input order: ``forward(indices)`` returns the ``[B, width]`` rows of one batch of
     :func:`sorted_batches`. A progress bar (``desc``) counts the rows when ``progress`` is True; None shows it on a
-    terminal only."""
+    terminal only and clears it when done (the dev evaluations repeated during training)."""
     from tqdm.auto import tqdm
 
     out = np.zeros((len(lengths), width), dtype=np.float32)
     with tqdm(total=len(lengths), desc=desc, unit="text", disable=None if progress is None else not progress,
-              leave=False) as bar:
+              leave=bool(progress)) as bar:
         for idx in sorted_batches(lengths, batch_size):
             out[idx] = np.asarray(forward(idx), dtype=np.float32)
             bar.update(len(idx))

@@ -54,6 +54,7 @@ __all__ = [
     "full_model",
     "train_student",
     "training_arguments",
+    "unsharded_copy",
 ]
 
 _TOKEN_FIELDS = ("input_ids", "attention_mask", "token_type_ids")
@@ -388,9 +389,14 @@ def full_model(trainer: Trainer) -> torch.nn.Module | None:
     state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
     if not trainer.accelerator.is_main_process:
         return None
+    return unsharded_copy(trainer.accelerator.unwrap_model(trainer.model), state)
+
+
+def unsharded_copy(trained: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """A fresh float32 instance of ``trained``'s architecture (a ``PeftModel`` with the same LoRA config when it is
+    one) holding the whole state dict ``state``; ``trained``'s own, possibly sharded, parameters are never read."""
     from peft import PeftModel, get_peft_model
 
-    trained = trainer.accelerator.unwrap_model(trainer.model)
     base = trained.get_base_model() if isinstance(trained, PeftModel) else trained
     # the plain constructor (not from_pretrained / from_config) never enters DeepSpeed's zero.Init
     model = type(base)(copy.deepcopy(base.config))

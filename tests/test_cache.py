@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -167,3 +168,84 @@ def test_nan_weights_of_a_real_teacher_are_caught(tiny_llama_dir, tmp_path):
         cached.class_logits(TEXTS, progress=False)
     assert list(tmp_path.iterdir()) == []
     assert np.isfinite(cached.class_logits(good, progress=False)).all()
+
+
+class _CountingTeacher:
+    """Deterministic logits from the text; ``fail_after`` chunks, it raises (a crash mid-list)."""
+
+    name = "counting"
+    num_parameters = 7
+
+    def __init__(self, fail_after: int | None = None):
+        self.calls, self.texts, self.fail_after = 0, 0, fail_after
+
+    def class_logits(self, texts, progress=True):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise RuntimeError("killed")
+        self.calls += 1
+        self.texts += len(texts)
+        return np.array([[len(t), i % 3, -1.0] for i, t in enumerate(texts)], dtype=np.float32)
+
+    def fingerprint(self):
+        return {"kind": "counting"}
+
+    def release(self):
+        pass
+
+
+def test_a_crash_loses_at_most_the_chunk_in_progress(tmp_path):
+    texts = [f"tweet number {i}" + "!" * (i % 5) for i in range(23)]
+    crashing = CachedTeacher(_CountingTeacher(fail_after=3), tmp_path, chunk_size=5)
+    with pytest.raises(RuntimeError, match="killed"):
+        crashing.class_logits(texts, progress=False)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 3 and not list(tmp_path.glob(".*.tmp"))
+    resumed_teacher = _CountingTeacher()
+    resumed = CachedTeacher(resumed_teacher, tmp_path, chunk_size=5)
+    logits = resumed.class_logits(texts, progress=False)
+    assert (resumed.hits, resumed.misses) == (3, 2) and resumed_teacher.texts == 8  # chunks 4 (5 texts) and 5 (3)
+    np.testing.assert_array_equal(logits, CachedTeacher(_CountingTeacher(), tmp_path / "fresh", 5).class_logits(texts))
+
+
+def test_identity_file_lets_cached_chunks_be_read_without_loading_the_teacher(tmp_path):
+    loads = []
+
+    def load():
+        loads.append(1)
+        return _CountingTeacher()
+
+    texts = [f"t{i}" for i in range(9)]
+    first = CachedTeacher(load, tmp_path, chunk_size=4, identity_key="abc")
+    expected = first.class_logits(texts, progress=False)
+    assert loads == [1] and json.loads((tmp_path / "teacher-abc.json").read_text())["num_parameters"] == 7
+    again = CachedTeacher(load, tmp_path, chunk_size=4, identity_key="abc")
+    np.testing.assert_array_equal(again.class_logits(texts, progress=False), expected)
+    assert loads == [1] and again.name == "counting" and again.hits == 3
+    again.class_logits(["a new text"], progress=False)  # a miss loads the teacher
+    assert loads == [1, 1]
+
+
+def test_a_whole_list_entry_of_an_older_cache_is_read(lm_teacher, tmp_path):
+    texts = TEXTS * 3
+    old = CachedTeacher(lm_teacher, tmp_path, chunk_size=len(texts))  # one entry for the list, as before chunks
+    expected = old.class_logits(texts, progress=False)
+    before = lm_teacher.forward_passes
+    chunked = CachedTeacher(lm_teacher, tmp_path, chunk_size=4)
+    np.testing.assert_array_equal(chunked.class_logits(texts, progress=False), expected)
+    assert lm_teacher.forward_passes == before and chunked.hits == 1
+
+
+def test_fingerprint_holds_the_hub_commit_of_an_unpinned_model(lm_teacher, tmp_path):
+    local = CachedTeacher(lm_teacher, tmp_path).fingerprint()
+    assert "hub_commits" not in local, "a local folder has no commit: older cache entries keep their key"
+    lm_teacher.model.config._commit_hash = "0123abc"
+    try:
+        hub = CachedTeacher(lm_teacher, tmp_path).fingerprint()
+        pinned = dataclasses.replace(lm_teacher.cfg, revision="v1.0")
+        original, lm_teacher.cfg = lm_teacher.cfg, pinned
+        try:
+            assert "hub_commits" not in CachedTeacher(lm_teacher, tmp_path).fingerprint()
+        finally:
+            lm_teacher.cfg = original
+    finally:
+        lm_teacher.model.config._commit_hash = None
+    assert hub["hub_commits"] == ["0123abc"] and cache_key(hub, TEXTS) != cache_key(local, TEXTS)

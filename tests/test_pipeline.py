@@ -419,3 +419,62 @@ def test_teacher_speed_excludes_its_load_and_the_teacher_is_released_after_label
     assert meta["examples_per_s"] > len(run.splits.eval) / 2.0, "the 2 s load must not count as inference"
     run.stage_label()
     assert run._teacher is None, "labelling ends with the teacher's weights freed"
+
+
+def test_label_shards_merge_into_the_single_process_cache_and_the_run_needs_no_teacher(
+        tmp_path, tiny_llama_dir, tiny_bloom_dir, tiny_tfns_dir, capsys):
+    import shutil
+
+    from findistill.cache import load_cached
+    from findistill.config import load_config
+    from findistill.errors import ModelError
+    from findistill.pipeline import Run
+    from findistill.teacher import build_teacher
+
+    teacher_dir = tmp_path / "teacher-model"
+    shutil.copytree(tiny_llama_dir, teacher_dir)
+    config = write_config(tmp_path / "c.yaml", teacher_dir, tiny_bloom_dir)
+    doc = yaml.safe_load(config.read_text())
+    doc.update(cache={"chunk_size": 8}, evaluate_teacher=False)  # 48 training texts: 6 chunks
+    config.write_text(yaml.safe_dump(doc))
+
+    def label(out: Path, *shard: str) -> Path:
+        assert main(["label", str(config), "--out", str(out), "--data-dir", str(tiny_tfns_dir), *shard]) == 0
+        return out / "cache"
+
+    def chunks(cache: Path) -> set[str]:
+        return {p.stem for p in cache.glob("*.safetensors")}
+
+    single = label(tmp_path / "single")
+    a, b = label(tmp_path / "a", "--shard", "0/2"), label(tmp_path / "b", "--shard", "1/2")
+    label(tmp_path / "same", "--shard", "0/2")
+    same = label(tmp_path / "same", "--shard", "1/2")
+    assert len(chunks(single)) == 6 and len(chunks(a)) == len(chunks(b)) == 3 and not chunks(a) & chunks(b)
+    merged = tmp_path / "merged" / "cache"
+    shutil.copytree(a, merged)
+    shutil.copytree(b, merged, dirs_exist_ok=True)
+    for cache in (merged, same):
+        assert chunks(cache) == chunks(single)
+        assert sorted(p.name for p in cache.glob("teacher-*.json")) == sorted(p.name for p in single.glob("teacher-*.json"))
+        for key in chunks(single):
+            np.testing.assert_allclose(load_cached(cache, key), load_cached(single, key), atol=1e-6)
+
+    (teacher_dir / "model.safetensors").unlink()  # the teacher can no longer be loaded
+    with pytest.raises(ModelError):
+        train = Run(load_config(config), tmp_path / "single", str(tiny_tfns_dir)).splits.train
+        build_teacher(load_config(config).teacher, train.texts, train.labels)
+    out = tmp_path / "merged"
+    assert main(["distill", str(config), "--out", str(out), "--data-dir", str(tiny_tfns_dir)]) == 0
+    assert (out / "student" / "config.json").is_file() and chunks(merged) == chunks(single)
+    run = Run(load_config(config), out, str(tiny_tfns_dir))
+    expected = Run(load_config(config), tmp_path / "single", str(tiny_tfns_dir)).train_teacher_logits()
+    np.testing.assert_allclose(run.train_teacher_logits(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("shard", ["2/2", "1", "a/2", "-1/2", "0/0", "1/2/3"])
+def test_bad_shard_is_refused_in_one_line(tmp_path, capsys, tiny_llama_dir, tiny_bloom_dir, shard):
+    config = write_config(tmp_path / "c.yaml", tiny_llama_dir, tiny_bloom_dir)
+    assert main(["label", str(config), "--out", str(tmp_path / "o"), f"--shard={shard}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("findistill: error: --shard: expected I/N") and repr(shard) in err[0]
+    assert not (tmp_path / "o").exists()

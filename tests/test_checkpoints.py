@@ -149,3 +149,18 @@ def test_every_field_findistill_sets_is_listed_as_owned(tmp_path, overrides):
     plain_defaults = {"report_to", "dataloader_num_workers", "use_cpu"}
     assert changed - derived - plain_defaults <= set(TRAINER_OWNED_ARGUMENTS)
     assert set(TRAINER_OWNED_ARGUMENTS) <= {f.name for f in dataclasses.fields(TrainingArguments)}
+
+
+def test_teacher_finetune_takes_trainer_kwargs_checked_like_the_students(tmp_path):
+    from findistill.config import TeacherConfig, TeacherFinetuneConfig
+    from findistill.teacher_finetune import _train_config
+
+    ft = TeacherFinetuneConfig(enabled=True, method="head", trainer_kwargs={"train_sampling_strategy": "group_by_length"})
+    cfg = TeacherConfig(kind="classifier", model="m", finetune=ft)
+    args = training_arguments(_train_config(cfg, n_train=100, seed=0), tmp_path)
+    assert args.train_sampling_strategy == "group_by_length"
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({"teacher": {"finetune": {"trainer_kwargs": {"num_train_epochs": 3}}}}))
+    with pytest.raises(ConfigError) as err:
+        load_config(config)
+    assert err.value.key == "teacher.finetune.trainer_kwargs.num_train_epochs" and "\n" not in str(err.value)

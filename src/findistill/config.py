@@ -141,9 +141,14 @@ class TeacherFinetuneConfig:
         "0 = off. K >= 2: K more teachers, each fine-tuned on K-1 folds of the training split, label the fold they "
         "did not see (out-of-fold soft labels for the student's training rows); the teacher fine-tuned on all "
         "training texts labels the transfer, dev and evaluation texts.", 0)
+    trainer_kwargs: dict[str, Any] = _help(
+        "Other transformers.TrainingArguments fields for the teacher fine-tune, checked as train.trainer_kwargs "
+        "(e.g. {train_sampling_strategy: group_by_length}: batches of similar length, about half the padding of "
+        "random batches of tweets).", factory=dict)
 
     def __post_init__(self):
         _check(self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
+        check_trainer_kwargs(self.trainer_kwargs)
         _check(self.cross_fit_folds == 0 or self.cross_fit_folds >= 2, "cross_fit_folds",
                f"must be 0 (off) or >= 2, got {self.cross_fit_folds}")
         _check(0 < self.learning_rate < 1, "learning_rate", f"must be in (0, 1), got {self.learning_rate}")
@@ -347,14 +352,21 @@ class TrainConfig:
         _check(self.selection_steps >= 1, "selection_steps", f"must be >= 1, got {self.selection_steps}")
         _check(self.save_steps is None or self.save_steps >= 1, "save_steps", f"must be >= 1 or null, got {self.save_steps}")
         _check(self.save_total_limit >= 1, "save_total_limit", f"must be >= 1, got {self.save_total_limit}")
-        if self.trainer_kwargs:
-            from transformers import TrainingArguments  # only when the key is used: config stays light to import
+        check_trainer_kwargs(self.trainer_kwargs)
 
-            known = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
-            for key in self.trainer_kwargs:
-                _check(key in known, f"trainer_kwargs.{key}", "unknown key: not a transformers.TrainingArguments field")
-                owner = TRAINER_OWNED_ARGUMENTS.get(key)
-                _check(owner is None, f"trainer_kwargs.{key}", f"set by findistill from {owner}; set that instead")
+
+def check_trainer_kwargs(kwargs: dict[str, Any]) -> None:
+    """Refuse (naming the key) a ``trainer_kwargs`` entry that is no ``TrainingArguments`` field or one findistill sets."""
+    if not kwargs:
+        return
+    from transformers import TrainingArguments  # only when the key is used: config stays light to import
+
+    known = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    for key in kwargs:
+        _check(key in known, f"trainer_kwargs.{key}", "unknown key: not a transformers.TrainingArguments field")
+        owner = TRAINER_OWNED_ARGUMENTS.get(key)
+        _check(owner is None, f"trainer_kwargs.{key}", f"set by findistill from {owner} (students; the teacher "
+               "fine-tune's from teacher.finetune); set that instead")
 
 
 @dataclass

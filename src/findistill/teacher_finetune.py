@@ -131,7 +131,8 @@ def _train_config(cfg: TeacherConfig, n_train: int, seed: int) -> TrainConfig:
     ft = cfg.finetune
     steps_per_epoch = max(1, -(-n_train // ft.batch_size))
     return TrainConfig(epochs=ft.epochs, learning_rate=ft.learning_rate, batch_size=ft.batch_size, seed=seed,
-                       logging_steps=max(1, steps_per_epoch // 10), eval_batch_size=cfg.batch_size)
+                       logging_steps=max(1, steps_per_epoch // 10), eval_batch_size=cfg.batch_size,
+                       trainer_kwargs=dict(ft.trainer_kwargs))
 
 
 def _lora_config(cfg: TeacherConfig, model: torch.nn.Module, task: str) -> Any:

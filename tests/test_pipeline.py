@@ -455,7 +455,8 @@ def test_label_shards_merge_into_the_single_process_cache_and_the_run_needs_no_t
     shutil.copytree(b, merged, dirs_exist_ok=True)
     for cache in (merged, same):
         assert chunks(cache) == chunks(single)
-        assert sorted(p.name for p in cache.glob("teacher-*.json")) == sorted(p.name for p in single.glob("teacher-*.json"))
+        identities = sorted(p.name for p in cache.glob("teacher-*.json"))
+        assert identities == sorted(p.name for p in single.glob("teacher-*.json"))
         for key in chunks(single):
             np.testing.assert_allclose(load_cached(cache, key), load_cached(single, key), atol=1e-6)
 

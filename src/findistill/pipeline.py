@@ -123,8 +123,9 @@ def stage_inputs(config: RunConfig, data: dict, stage: str) -> dict | None:
                 "dev": data["dev"]}
     teacher = _hash(teacher_inputs(c, data))
     if stage == "teacher_eval":
-        return {"teacher": teacher, "eval": data["eval"], "chunk_size": c.cache.chunk_size} if c.evaluate_teacher \
-            else None
+        if not c.evaluate_teacher:
+            return None
+        return {"teacher": teacher, "eval": data["eval"], "chunk_size": c.cache.chunk_size}
     if stage == "label":
         return {"teacher": teacher, "train": data["train"], "transfer": data["transfer"],
                 "eval": data["eval"] if c.evaluate_teacher else None, "chunk_size": c.cache.chunk_size}
@@ -696,7 +697,7 @@ class Run:
 def run(config: RunConfig, out_dir: str | Path, data_dir: str | None = None, stages: tuple[str, ...] = STAGES,
         shard: tuple[int, int] | None = None, dry_run: bool = False) -> dict | None:
     """Run the chosen stages in pipeline order, each only when its output is missing or stale; returns the results
-    dict when the report stage ran. ``dry_run``: print which stages would run and why, and run nothing.
+    dict when the report stage is among ``stages``. ``dry_run``: print which stages would run and why, and run nothing.
     ``shard``: label only that shard's chunks (see :meth:`Run.stage_label`)."""
     out = Path(out_dir)
     r = Run(config, out, data_dir)
@@ -730,7 +731,9 @@ def run(config: RunConfig, out_dir: str | Path, data_dir: str | None = None, sta
         started = time.perf_counter()
         output = steps[name]()
         if name == "report":
-            results = output
+            from findistill.report import load_results
+
+            results = output if output is not None else load_results(out)  # up to date: the one on disk
             print(f"\nreport: {out / 'report.md'}")
         log.info("[%s] done in %.1f s", name, time.perf_counter() - started)
     return results

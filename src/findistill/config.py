@@ -16,7 +16,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from findistill.errors import FindistillError
+from findistill.errors import FindistillError, first_line
 
 # Canonical classes. Every dataset is mapped onto these ids; every student's id2label is this.
 LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
@@ -559,7 +559,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError("", f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+        raise ConfigError("", f"{path}: invalid YAML ({first_line(err)})") from None
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, last = dotted.split(".")

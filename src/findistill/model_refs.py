@@ -27,7 +27,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from findistill.errors import ModelError
+from findistill.errors import ModelError, first_line
 from findistill.io_utils import atomic_directory, atomic_write_text
 
 log = logging.getLogger("findistill.model_refs")
@@ -251,8 +251,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     except Exception as exc:  # missing gguf/accelerate, an architecture transformers cannot read, …
-        raise ModelError(f"cannot read GGUF {gguf}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                         ) from exc
+        raise ModelError(f"cannot read GGUF {gguf}: {first_line(exc, with_type=True)}") from exc
     config = loaded.config
     if hasattr(config, "quantization_config"):  # the GGUF marker would make the saved folder load as GGUF again
         del config.quantization_config

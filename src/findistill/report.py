@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from findistill.config import LABELS
-from findistill.errors import DataError
+from findistill.errors import DataError, first_line
 from findistill.io_utils import atomic_write_json, atomic_write_text
 
 # The roles a results row may have (the contract with the pipeline and the CLI table).
@@ -366,7 +366,7 @@ def load_results(path: Path | str) -> dict[str, Any]:
     except FileNotFoundError:
         raise DataError(f"results file not found: {path}") from None
     except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+        raise DataError(f"cannot read {path}: {first_line(err)}") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: not a results document")
     data = upgrade_legacy(data)

@@ -36,7 +36,8 @@ from transformers import (
 )
 
 from findistill.config import LABELS, ConfigError, StudentConfig, TrainConfig, to_dict
-from findistill.errors import DataError
+from findistill.distributed import on_main
+from findistill.errors import DataError, first_line
 from findistill.evaluate import classification_metrics
 from findistill.io_utils import atomic_write_text
 from findistill.losses import distillation_loss
@@ -253,8 +254,7 @@ def training_arguments(train_cfg: TrainConfig, output_dir: Path, select_on_dev: 
     except ValueError as err:
         if not train_cfg.trainer_kwargs:
             raise
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ConfigError("train.trainer_kwargs", f"TrainingArguments refused them: {first}") from err
+        raise ConfigError("train.trainer_kwargs", f"TrainingArguments refused them: {first_line(err)}") from err
 
 
 def _owned_arguments(train_cfg: TrainConfig, output_dir: Path, selection: dict[str, Any]) -> dict[str, Any]:
@@ -350,7 +350,8 @@ def train_student(
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     wall = time.perf_counter() - start
-    shutil.rmtree(output_dir, ignore_errors=True)  # checkpoints served selection and resume; the caller saves
+    # checkpoints served selection and resume (every process has loaded the best one); the caller saves
+    on_main(lambda: shutil.rmtree(output_dir, ignore_errors=True))
     model = full_model(trainer)
     total, trainable = count_parameters(model) if model is not None else (0, 0)
     if model is not None:
@@ -425,22 +426,24 @@ def _resume_point(folder: Path, key: str) -> str | None:
 
     Complete = its ``trainer_state.json`` (the Trainer writes it after the weights, optimizer, scheduler and RNG
     states) parses; a kill during a save leaves an incomplete one, which is deleted. A folder written for another
-    key (or none) is emptied, and the key written, before training starts.
+    key (or none) is emptied, and the key written, before training starts. The main process tidies the folder;
+    every process then resumes from the same checkpoint.
     """
+    on_main(lambda: _tidy_checkpoints(folder, key))
+    checkpoints = list(folder.glob("checkpoint-*"))
+    return str(max(checkpoints, key=_checkpoint_step)) if checkpoints else None
+
+
+def _tidy_checkpoints(folder: Path, key: str) -> None:
+    """Keep only the complete checkpoints of ``key`` in ``folder`` (none when it was written for another key)."""
     marker = folder / "findistill_resume_key.txt"
     if marker.is_file() and marker.read_text() == key:
-        complete, partial = [], []
         for ckpt in folder.glob("checkpoint-*"):
             try:
                 json.loads((ckpt / "trainer_state.json").read_text())
-                complete.append(ckpt)
             except (OSError, ValueError):
-                partial.append(ckpt)
-        for ckpt in partial:
-            shutil.rmtree(ckpt)
-        if complete:
-            return str(max(complete, key=_checkpoint_step))
+                shutil.rmtree(ckpt)
+        return
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     atomic_write_text(marker, key)
-    return None

@@ -18,6 +18,9 @@ mismatching chunk is recomputed and overwritten.
 ``teacher-<identity_key>.json`` holding the fingerprint, name and parameter count of the teacher that config loads:
 once it exists, cached chunks are read without loading the teacher at all.
 
+Under ``accelerate launch`` each process labels its own chunks (:meth:`CachedTeacher.label_shard` with its process
+index) and writes only those; the identity file is written by the main process.
+
 Fresh logits with a NaN or an infinity stop the labelling with a one-line :class:`~findistill.errors.ModelError`
 naming the first few texts (that chunk is not cached): a non-finite row would otherwise train as a silent CE-only row.
 """
@@ -38,6 +41,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from findistill.config import LABELS
+from findistill.distributed import is_main
 from findistill.errors import ModelError
 from findistill.io_utils import atomic_write_json
 from findistill.teacher import Teacher
@@ -204,7 +208,7 @@ class CachedTeacher(Teacher):
                     fingerprint["hub_commits"] = commits
                 self._identity = {"fingerprint": fingerprint, "name": teacher.name,
                                   "num_parameters": int(teacher.num_parameters)}
-                if path is not None:
+                if path is not None and is_main():  # under several processes, each writes only its own chunks
                     atomic_write_json(path, {"identity_key": self.identity_key, **self._identity})
         return self._identity
 
@@ -269,16 +273,21 @@ class CachedTeacher(Teacher):
                      len(chunk), len(chunk) / max(time.perf_counter() - began, 1e-9))
         return logits if keep else None
 
+    def _whole(self, texts: list[str], bounds: list[tuple[int, int]]) -> np.ndarray | None:
+        """The whole-list entry of a cache written before chunking, when there is one."""
+        whole = self._read(texts) if len(bounds) > 1 else None
+        if whole is not None:
+            self.hits += 1
+        return whole
+
     def class_logits(self, texts: Sequence[str], progress: bool = True) -> np.ndarray:
         texts = [str(t) for t in texts]
         if not texts:
             return np.zeros((0, len(LABELS)), dtype=np.float32)
         bounds = chunk_bounds(len(texts), self.chunk_size)
-        if len(bounds) > 1:  # a whole-list entry of a cache written before chunking
-            whole = self._read(texts)
-            if whole is not None:
-                self.hits += 1
-                return whole
+        whole = self._whole(texts, bounds)
+        if whole is not None:
+            return whole
         out = np.empty((len(texts), len(LABELS)), dtype=np.float32)  # [N, 3]
         for index, (start, end) in enumerate(bounds):
             out[start:end] = self._chunk(texts, (start, end), index, len(bounds), progress, keep=True)
@@ -286,10 +295,12 @@ class CachedTeacher(Teacher):
 
     def label_shard(self, texts: Sequence[str], shard: int, num_shards: int, progress: bool = True) -> int:
         """Write the missing chunks ``shard``, ``shard + num_shards``, … of ``texts``; returns how many this shard
-        holds. Nothing is kept in memory between chunks."""
+        holds (none to write when the list has a whole-list entry). Nothing is kept in memory between chunks."""
         texts = [str(t) for t in texts]
         bounds = chunk_bounds(len(texts), self.chunk_size)
         mine = list(range(shard, len(bounds), num_shards))
+        if self._whole(texts, bounds) is not None:
+            return len(mine)
         for index in mine:
             self._chunk(texts, bounds[index], index, len(bounds), progress, keep=False)
         return len(mine)

@@ -2,19 +2,22 @@
 candidates).
 
 Each `*_main(argv)` parses its arguments, loads the YAML config (with `--set key=value` overrides) and calls
-the pipeline. Configs are the source of truth; flags only say where things are.
+the pipeline. Configs are the source of truth; flags only say where things are. Under `accelerate launch` (several
+processes) only the main process logs progress and prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 from pathlib import Path
 
 import yaml
 
 from findistill.config import ConfigError, RunConfig, load_config
+from findistill.distributed import is_main
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -37,7 +40,15 @@ def _load(args: argparse.Namespace) -> tuple[RunConfig, Path, str | None]:
         overrides[key.strip()] = yaml.safe_load(value)
     config = load_config(args.config, overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    if not is_main():
+        logging.getLogger("findistill").setLevel(logging.WARNING)  # the main process tells the progress
     return config, out, args.data_dir or os.environ.get("FINDISTILL_DATA_DIR")
+
+
+def _tell(message: str) -> None:
+    """Print ``message`` once (on the main process under accelerate launch)."""
+    if is_main():
+        print(message)
 
 
 def run_main(argv: list[str]) -> int:
@@ -73,7 +84,7 @@ def label_main(argv: list[str]) -> int:
     shard = parse_shard(args.shard) if args.shard is not None else None
     config, out, data_dir = _load(args)
     run(config, out, data_dir, stages=("teacher_finetune", "label"), shard=shard)
-    print(f"teacher logits cached under {out / 'cache'}")
+    _tell(f"teacher logits cached under {out / 'cache'}")
     return 0
 
 
@@ -83,7 +94,7 @@ def distill_main(argv: list[str]) -> int:
     p = _parser("distill", "Train the distilled student (teacher labels are computed first if missing).")
     config, out, data_dir = _load(p.parse_args(argv))
     run(config, out, data_dir, stages=("teacher_finetune", "label", "augment", "student_distilled"))
-    print(f"distilled student: {out / 'student'}")
+    _tell(f"distilled student: {out / 'student'}")
     return 0
 
 
@@ -97,7 +108,7 @@ def teacher_finetune_main(argv: list[str]) -> int:
     if not config.teacher.finetune.enabled:
         raise ConfigError("teacher.finetune.enabled", "is false; set it true (or --set teacher.finetune.enabled=true)")
     run(config, out, data_dir, stages=("teacher_finetune",))
-    print(f"fine-tuned teacher: {out / 'teacher'}")
+    _tell(f"fine-tuned teacher: {out / 'teacher'}")
     return 0
 
 
@@ -111,7 +122,7 @@ def augment_main(argv: list[str]) -> int:
     run(config, out, data_dir, stages=("teacher_finetune", "augment"))
     summary = out / "augment" / "summary.json"
     if summary.is_file():
-        print(summary.read_text())
+        _tell(summary.read_text())
     return 0
 
 

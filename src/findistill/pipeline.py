@@ -26,6 +26,13 @@ Run folder layout::
 A folder written before stage keys (no ``stages.json``) is adopted: each stage whose output is there is recorded
 under the keys of the config it was made with (its ``config.yaml``; the current config when there is none), so
 only what that config change touches re-runs.
+
+Under ``accelerate launch --num_processes N`` (:mod:`findistill.distributed`) every process runs every stage in the
+same order and keeps the same stage records in memory. Teacher labelling is split by chunks (chunk i of a list by
+process i mod N) and the cache is read once all shards are written; the teacher fine-tune and the students train
+with the Trainer's DDP; everything else (evaluations, augmentation, report, analysis) and every file outside the
+cache is done and written by the main process. A stage that runs starts and ends with a barrier, so each process
+decides from the same folder and reads only whole files.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ import numpy as np
 
 from findistill.config import ConfigError, RunConfig, dump_config, load_config, save_config
 from findistill.data import DatasetSplits, TextSplit, load_splits
+from findistill.distributed import barrier, is_main, on_main, rank_world
 from findistill.io_utils import atomic_write_json
 
 log = logging.getLogger("findistill.pipeline")
@@ -392,7 +400,9 @@ class Run:
         return records
 
     def write_stage_records(self) -> None:
-        atomic_write_json(self.out / "stages.json", {"version": 1, **self.stage_records()})
+        """``stages.json`` from the records in memory (the main process writes; every process keeps the same)."""
+        if is_main():
+            atomic_write_json(self.out / "stages.json", {"version": 1, **self.stage_records()})
 
     def _outputs_present(self, stage: str) -> bool:
         return all((self.out / p).exists() for p in STAGE_OUTPUTS[stage])
@@ -443,17 +453,20 @@ class Run:
             return False
         records = self.stage_records()["stages"]
         key = _hash(inputs)
-        if stage == "teacher_finetune" and records.get(stage, {}).get("key") != key:
+        if stage == "teacher_finetune" and records.get(stage, {}).get("key") != key and is_main():
             for folder in (self.out / "teacher", self.out / "teacher_folds"):
                 shutil.rmtree(folder, ignore_errors=True)
         for name in _downstream(stage):
             records.pop(name, None)
         records[stage] = {"key": key, "inputs": inputs, "finished": None}
         self.write_stage_records()
+        barrier()  # every process decided from the same folder; it now changes
         _say(f"[{stage}] runs: {why}")
         return True
 
     def _finish(self, stage: str) -> None:
+        """Record ``stage`` as done once every process is done with it (the main process's files are whole)."""
+        barrier()
         self.stage_records()["stages"][stage]["finished"] = _now()
         self.write_stage_records()
 
@@ -490,13 +503,16 @@ class Run:
         _say(f"[teacher_eval] teacher on {ev.name} ({len(ev)} texts)")
         teacher = self.teacher
         texts_before, seconds_before = teacher.computed_texts, teacher.compute_seconds
-        logits = self.teacher_logits(ev)
+        self.label_chunks(teacher, ev)
         computed, seconds = teacher.computed_texts - texts_before, teacher.compute_seconds - seconds_before
-        Prediction(teacher.name, "teacher", logits, {
-            "params": teacher.num_parameters, "trainable_params": 0,
-            # Inference only (model load excluded); cached chunks measure nothing about the model's speed.
-            "examples_per_s": round(computed / seconds, 2) if computed == len(ev) and seconds > 0 else None,
-        }).save(self.prediction_path("teacher"))
+        barrier()  # every process's chunks are written
+        if is_main():
+            Prediction(teacher.name, "teacher", self.teacher_logits(ev), {
+                "params": teacher.num_parameters, "trainable_params": 0,
+                # Inference only (model load excluded); cached chunks, or chunks other processes labelled, measure
+                # nothing about the model's speed.
+                "examples_per_s": round(computed / seconds, 2) if computed == len(ev) and seconds > 0 else None,
+            }).save(self.prediction_path("teacher"))
         self._finish("teacher_eval")
 
     def label_jobs(self) -> list[tuple[Any, TextSplit, dict | None]]:
@@ -514,6 +530,18 @@ class Run:
             jobs.append((self.teacher, splits.transfer, None))
         return jobs
 
+    def label_chunks(self, teacher, split: TextSplit, key_extra: dict | None = None,
+                     shard: tuple[int, int] | None = None) -> int:
+        """Write the missing cache chunks of ``split`` that this process labels: chunk i when i mod N is this
+        process's index among N processes (all of them in one process), within ``shard=(s, m)`` (chunks s, s+m, …)
+        when given. Returns how many chunks this process holds; nothing is kept in memory, and a split already in
+        ``<run>/teacher_logits/`` (a folder labelled before the chunked cache) needs none."""
+        if self._legacy_teacher_logits(split, key_extra) is not None:
+            return 0
+        rank, world = rank_world()
+        index, count = shard or (0, 1)
+        return teacher.label_shard(split.texts, index + count * rank, count * world)
+
     def stage_label(self, shard: tuple[int, int] | None = None) -> None:
         """Teacher logits for every evaluation, training and transfer text, written to the chunked cache.
 
@@ -523,13 +551,10 @@ class Run:
         if shard is None and not self._begin("label"):
             return
         for teacher, split, extra in self.label_jobs():
-            if shard is None:
-                _say(f"[label] teacher logits for {len(split)} {split.name} texts")
-                self.teacher_logits(split, teacher=teacher, key_extra=extra)
-            else:
-                held = teacher.label_shard(split.texts, *shard)
-                _say(f"[label] shard {shard[0]}/{shard[1]}: {held} chunks of {len(split)} {split.name} texts "
-                     f"in {self.out / 'cache'}")
+            where = "" if shard is None else f"shard {shard[0]}/{shard[1]}: "
+            _say(f"[label] {where}teacher logits for {len(split)} {split.name} texts")
+            held = self.label_chunks(teacher, split, extra, shard)
+            _say(f"[label] {held} chunks of {split.name} labelled or found here, in {self.out / 'cache'}")
             if teacher is not self._teacher:
                 teacher.release()
         self.release_teacher_model()  # the students train without the teacher in memory
@@ -539,6 +564,11 @@ class Run:
     def stage_augment(self) -> None:
         if not self._begin("augment"):
             return
+        if is_main():  # generation is not split across processes: the others wait
+            self._augment()
+        self._finish("augment")
+
+    def _augment(self) -> None:
         from findistill.augment import augment, load_generator
 
         cfg, splits = self.config.augment, self.splits
@@ -556,7 +586,6 @@ class Run:
         atomic_write_json(self.out / "augment" / "kept.json", {
             "texts": result.texts, "labels": result.labels, "source_indices": result.source_indices,
             "teacher_logits": None if logits is None else np.asarray(logits, dtype=np.float32).tolist()})
-        self._finish("augment")
 
     def augmented(self) -> dict | None:
         """The kept paraphrases (``augment/kept.json``) when augmentation is on."""
@@ -603,11 +632,12 @@ class Run:
 
         from findistill.student import build_student
 
-        _say("[student_baseline] the student before any training on the task")
-        set_seed(self.config.train.seed)  # the untrained head's initialisation, the same one training starts from
-        model, tokenizer = build_student(self.config.student)
-        self._evaluate_model(model, tokenizer, "student_baseline",
-                             f"{self.config.student.display_name} (untrained head)", {})
+        if is_main():  # an evaluation only
+            _say("[student_baseline] the student before any training on the task")
+            set_seed(self.config.train.seed)  # the untrained head's initialisation, the same one training starts from
+            model, tokenizer = build_student(self.config.student)
+            self._evaluate_model(model, tokenizer, "student_baseline",
+                                 f"{self.config.student.display_name} (untrained head)", {})
         self._finish("student_baseline")
 
     def _train(self, role: str, folder: str, with_teacher: bool) -> None:
@@ -623,15 +653,16 @@ class Run:
         _say(f"[{role}] training {self.config.student.display_name}, {kind}, on {len(texts)} texts")
         dev = self.splits.dev
         result = train_student(self.config.student, self.config.train, texts, labels, logits,
-                               self.out / f".train_{role}", dev=(dev.texts, dev.labels))
-        save_student(result.model, result.tokenizer, self.out / folder)
-        save_config(self.config, self.out / folder / "findistill_config.yaml")
-        atomic_write_json(self.out / folder / "training_log.json", result.log_history)
-        self._evaluate_model(result.model, result.tokenizer, role,
-                             f"{self.config.student.display_name} ({kind})",
-                             {"train_wall_time_s": round(result.wall_time_s, 1), "train_examples": len(texts),
-                              "train_steps": result.steps, "selected_step": result.selected_step,
-                              "selected_dev_metric": result.selected_dev_metric})
+                               self.out / f".train_{role}", dev=(dev.texts, dev.labels))  # every process (DDP)
+        if is_main():
+            save_student(result.model, result.tokenizer, self.out / folder)
+            save_config(self.config, self.out / folder / "findistill_config.yaml")
+            atomic_write_json(self.out / folder / "training_log.json", result.log_history)
+            self._evaluate_model(result.model, result.tokenizer, role,
+                                 f"{self.config.student.display_name} ({kind})",
+                                 {"train_wall_time_s": round(result.wall_time_s, 1), "train_examples": len(texts),
+                                  "train_steps": result.steps, "selected_step": result.selected_step,
+                                  "selected_dev_metric": result.selected_dev_metric})
         self._finish(role)
 
     def release_teacher_model(self) -> None:
@@ -648,9 +679,15 @@ class Run:
         self._train("student_distilled", "student", with_teacher=True)
 
     def stage_report(self) -> dict | None:
-        """results.json and report.md from the predictions in the folder (None when up to date)."""
+        """results.json and report.md from the predictions in the folder (None when up to date, and on the other
+        processes, which read the file once the main process wrote it)."""
         if not self._begin("report"):
             return None
+        results = self._report() if is_main() else None
+        self._finish("report")
+        return results
+
+    def _report(self) -> dict:
         from findistill.evaluate import evaluate_row, majority_row, paired_bootstrap
         from findistill.report import build_results, render_table, write_results
 
@@ -682,7 +719,6 @@ class Run:
         results = build_results(splits.info(), rows, comparisons, **extra)
         write_results(self.out, results, dump_config(self.config))
         print(render_table(rows))
-        self._finish("report")
         return results
 
     def stage_analyze(self) -> None:
@@ -690,7 +726,8 @@ class Run:
             return
         from findistill.analysis import analyze_run
 
-        analyze_run(self.config, self.out, self.data_dir)  # analysis/, report.html, calibration.json, model cards
+        if is_main():  # analysis/, report.html, calibration.json, model cards
+            analyze_run(self.config, self.out, self.data_dir)
         self._finish("analyze")
 
 
@@ -698,21 +735,27 @@ def run(config: RunConfig, out_dir: str | Path, data_dir: str | None = None, sta
         shard: tuple[int, int] | None = None, dry_run: bool = False) -> dict | None:
     """Run the chosen stages in pipeline order, each only when its output is missing or stale; returns the results
     dict when the report stage is among ``stages``. ``dry_run``: print which stages would run and why, and run nothing.
-    ``shard``: label only that shard's chunks (see :meth:`Run.stage_label`)."""
+    ``shard``: label only that shard's chunks (see :meth:`Run.stage_label`). Under ``accelerate launch`` every
+    process calls this (see the module docstring); the results are returned on each."""
     out = Path(out_dir)
+    rank_world()  # under accelerate launch: joins the other processes (and takes this process's GPU) first
     r = Run(config, out, data_dir)
     info = r.splits.info()  # data errors stop the run before anything is written
     if dry_run:
         rows = r.plan(stages)
         width = max(len(name) for name, _, _ in rows)
-        for name, action, why in rows:
+        for name, action, why in rows if is_main() else []:
             print(f"{name.ljust(width)}  {action:<4}  {why}")
         return None
     r.stage_records()  # an older folder is adopted under its own config.yaml, before that file is replaced
-    out.mkdir(parents=True, exist_ok=True)
-    r.write_stage_records()
-    save_config(config, out / "config.yaml")
-    atomic_write_json(out / "data.json", info)
+
+    def start() -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        r.write_stage_records()
+        save_config(config, out / "config.yaml")
+        atomic_write_json(out / "data.json", info)
+
+    on_main(start)  # after every process has read the records
     steps: dict[str, Callable[[], object]] = {
         "teacher_finetune": r.stage_teacher_finetune,
         "teacher_eval": r.stage_teacher_eval,
@@ -733,7 +776,8 @@ def run(config: RunConfig, out_dir: str | Path, data_dir: str | None = None, sta
         if name == "report":
             from findistill.report import load_results
 
-            results = output if output is not None else load_results(out)  # up to date: the one on disk
-            print(f"\nreport: {out / 'report.md'}")
+            results = output if output is not None else load_results(out)  # up to date, or written by the main
+            if is_main():
+                print(f"\nreport: {out / 'report.md'}")
         log.info("[%s] done in %.1f s", name, time.perf_counter() - started)
     return results

@@ -36,6 +36,7 @@ from transformers import Trainer, TrainerCallback
 from findistill.cache import texts_hash
 from findistill.config import StudentConfig, TeacherConfig, TrainConfig, save_config
 from findistill.data import TextSplit, stratified_subsample
+from findistill.distributed import on_main
 from findistill.errors import DataError, ModelError, first_line
 from findistill.io_utils import atomic_directory, atomic_write_json
 
@@ -278,11 +279,15 @@ def finetune_teacher(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, out_d
         "train_examples_per_s": round(len(train) * ft.epochs / train_wall, 2),
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
-    with atomic_directory(out_dir) as tmp:
-        merged.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)  # chat template included
-        save_config(cfg0, tmp / "teacher_config.yaml")
-        atomic_write_json(tmp / SUMMARY_FILE, summary)
+
+    def save() -> None:
+        with atomic_directory(out_dir) as tmp:
+            merged.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)  # chat template included
+            save_config(cfg0, tmp / "teacher_config.yaml")
+            atomic_write_json(tmp / SUMMARY_FILE, summary)
+
+    on_main(save)  # under accelerate launch every process trained the same weights (DDP); one writes them
     log.info("[teacher_finetune] best epoch %s (dev macro-F1 %.4f), saved to %s in %.0f s", summary["best_epoch"],
              best.best["macro_f1"] if best.best else float("nan"), out_dir, summary["wall_time_s"])
     return summary

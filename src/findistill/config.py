@@ -217,6 +217,11 @@ class TeacherConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _help(
         "Weights dtype; auto = bfloat16 on CUDA with bf16 support, else float32.", "auto"
     )
+    device_map: Literal["auto", "balanced", "balanced_low_0", "sequential"] | None = _help(
+        "A teacher larger than one device: its layers are spread over every visible GPU (then CPU RAM) as it loads "
+        "(accelerate's big-model loading; hf backend, one process). null: the whole teacher on one device.", None)
+    quantization: Literal["none", "8bit", "4bit"] = _help(
+        "Load the teacher's linear layers in 8 or 4 bits (bitsandbytes; hf backend; needs a CUDA GPU).", "none")
     finetune: TeacherFinetuneConfig = _help("Optional fine-tune of the teacher on gold labels.", factory=TeacherFinetuneConfig)
     backend: Literal["hf", "vllm"] = _help(
         "Engine of a prompted_lm teacher (and of augment's paraphrasing): hf = transformers forward passes (the "
@@ -238,6 +243,9 @@ class TeacherConfig:
             _check(self.kind == "prompted_lm", "backend", f"vllm runs prompted_lm teachers only, not {self.kind}")
             _check(not (self.finetune.enabled and self.finetune.method == "head"), "backend",
                    "vllm cannot run finetune.method head (it saves a classifier); use method: verbalizer or backend: hf")
+            _check(self.device_map is None and self.quantization == "none", "backend",
+                   "device_map and quantization are hf settings; vllm spreads a teacher with "
+                   "vllm.tensor_parallel_size")
         for value, target in self.label_map.items():
             _check(target in LABEL2ID, f"label_map.{value}", f"must be one of {', '.join(LABELS)}, got {target!r}")
 

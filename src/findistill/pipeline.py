@@ -86,7 +86,7 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "analyze": ("report.html",),
 }
 # Teacher keys that change how the teacher is run, not the fine-tuned weights.
-_INFERENCE_ONLY = ("name", "batch_size", "backend", "vllm")
+_INFERENCE_ONLY = ("name", "batch_size", "backend", "vllm", "device_map", "quantization")
 # Train keys the CE-only student does not read, and keys that change no result (checkpointing).
 _KD_ONLY = ("alpha", "temperature")
 _NO_RESULT = ("save_steps", "save_total_limit")
@@ -116,8 +116,12 @@ def _without(section: Any, keys: tuple[str, ...]) -> dict:
 
 
 def teacher_inputs(config: RunConfig, data: dict) -> dict:
-    """What the teacher that labels depends on: its config, the training texts (few-shot pool) and the fine-tune."""
-    return {"teacher": dataclasses.asdict(config.teacher), "seed": config.data.seed, "train": data["train"],
+    """What the teacher that labels depends on: its config (but where its layers sit, ``device_map``, and
+    ``quantization`` when none, so that keys made before they existed stay valid), the training texts (few-shot
+    pool) and the fine-tune."""
+    teacher = _without(config.teacher, ("device_map",) + (("quantization",) if config.teacher.quantization == "none"
+                                                           else ()))
+    return {"teacher": teacher, "seed": config.data.seed, "train": data["train"],
             "finetune": stage_key(config, data, "teacher_finetune")}
 
 

@@ -85,24 +85,59 @@ def _checked_tokenizer(cfg: TeacherConfig, resolved: str, tokenizer: Any) -> tup
     return revision, tokenizer
 
 
+def _placement(cfg: TeacherConfig, device: torch.device) -> dict[str, Any]:
+    """``from_pretrained`` keywords: the dtype, and for a big teacher its device map and bitsandbytes quantization."""
+    from findistill.distributed import rank_world
+
+    kwargs: dict[str, Any] = {"dtype": pick_dtype(cfg.dtype, device)}
+    if cfg.device_map is not None:
+        if rank_world()[1] > 1:
+            raise ModelError("teacher.device_map spreads one teacher over every visible GPU, which the processes of "
+                             "accelerate launch would share; label in one process (findistill label, no launcher), "
+                             "then train under accelerate launch: the labels come from the cache")
+        kwargs["device_map"] = cfg.device_map
+    if cfg.quantization != "none":
+        import importlib.util
+
+        if not torch.cuda.is_available():
+            raise ModelError(f"teacher.quantization {cfg.quantization}: bitsandbytes loading needs a CUDA GPU and "
+                             "none is visible; set teacher.quantization: none")
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ModelError(f"teacher.quantization {cfg.quantization} needs the bitsandbytes package "
+                             "(pip install bitsandbytes)")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = (
+            BitsAndBytesConfig(load_in_8bit=True) if cfg.quantization == "8bit" else
+            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=kwargs["dtype"]))
+        kwargs.setdefault("device_map", {"": device})  # quantized weights load straight onto the GPU
+    return kwargs
+
+
 def _load(
     cfg: TeacherConfig, auto_class: Any, model: Any, tokenizer: Any, device: str | torch.device | None
 ) -> tuple[Any, Any, torch.device, str | None]:
     """(model in eval mode on its device, tokenizer with a pad token, device, content digest of a local folder).
 
-    A ``model`` / ``tokenizer`` given by the caller is used as is (moved to ``device`` when one is given).
+    A ``model`` / ``tokenizer`` given by the caller is used as is (moved to ``device`` when one is given). A model
+    placed as it loaded (``teacher.device_map``, quantization) stays where it is; its inputs go to the device of
+    its input embeddings, and accelerate's hooks carry the activations from device to device.
     """
     resolved = cfg.model if model is not None and tokenizer is not None else resolve_model(cfg.model, cfg.revision)
     revision, tokenizer = _checked_tokenizer(cfg, resolved, tokenizer)
     if model is None:
         device = pick_device(device)
+        placement = _placement(cfg, device)
         try:
-            model = auto_class.from_pretrained(resolved, revision=revision, dtype=pick_dtype(cfg.dtype, device))
+            model = auto_class.from_pretrained(resolved, revision=revision, **placement)
         except Exception as err:
             raise ModelError(f"cannot load teacher model {cfg.model!r}: {first_line(err)}") from None
     else:
         device = pick_device(device) if device is not None else next(model.parameters()).device
-    model.to(device)
+    if getattr(model, "hf_device_map", None) is None:
+        model.to(device)
+    else:
+        device = model.get_input_embeddings().weight.device
     ensure_pad_token(tokenizer, model, owner=f"teacher {cfg.model!r}")
     return model.eval(), tokenizer, device, _folder_digest(resolved)
 
@@ -141,6 +176,8 @@ class Teacher(abc.ABC):
             "revision": self.cfg.revision,
             "content_digest": self._content_digest,
             "dtype": self._dtype,
+            # quantized weights give other logits (absent when none: older fingerprints, and caches, stay valid)
+            **({"quantization": self.cfg.quantization} if self.cfg.quantization != "none" else {}),
         }
 
     def _require_model(self) -> torch.nn.Module:

@@ -7,7 +7,8 @@
 # merged) loads with plain transformers and reproduces the pipeline's own evaluation logits (to 1e-3). Prints one
 # PASS / FAIL line per case and exits 1 if any failed; without a CUDA GPU it prints "no GPU: skipped" and exits 0.
 # DeepSpeed ZeRO-3 (configs/accelerate/deepspeed_zero3.yaml) is checked too when the deepspeed package is installed.
-# With 2 processes the pipeline itself must be rank-aware (issue 11, item 1) for the DDP / FSDP cases to pass.
+# With 2 processes the cases also exercise the rank-aware pipeline (findistill.distributed) over NCCL; on CPU it is
+# tested with 2 gloo processes by tests/test_distributed.py.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}

@@ -748,8 +748,9 @@ def run(config: RunConfig, out_dir: str | Path, data_dir: str | None = None, sta
     if dry_run:
         rows = r.plan(stages)
         width = max(len(name) for name, _, _ in rows)
-        for name, action, why in rows if is_main() else []:
-            print(f"{name.ljust(width)}  {action:<4}  {why}")
+        if is_main():
+            for name, action, why in rows:
+                print(f"{name.ljust(width)}  {action:<4}  {why}")
         return None
     r.stage_records()  # an older folder is adopted under its own config.yaml, before that file is replaced
 

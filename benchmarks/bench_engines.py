@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_machine import data_dir as tfns_data_dir, machine_info  # noqa: E402
+from bench_machine import data_dir as tfns_data_dir, machine_info, timing_report_head  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,25 +108,9 @@ def run_backend(backend: str, args: argparse.Namespace, label_texts: list[str], 
 
 
 def render(result: dict[str, Any]) -> str:
-    m = result["machine"]
-    lines = [
-        "# Teacher engines: HF vs vLLM",
-        "",
-        "```bash",
-        result["command"],
-        "```",
-        "",
-        f"Date: {result['date']} · wall time {result['wall_time_s']:.0f} s · model `{result['model']}` · "
-        f"machine: {m.get('cpu')}, {m.get('cores')} cores, GPU {m.get('gpu') or 'none'} · torch {m.get('torch')}, "
-        f"transformers {m.get('transformers')}, vllm {m.get('vllm')}",
-        "",
-        f"Load average (1 min) at start {result['loadavg_start'][0]:.2f}, at end {result['loadavg_end'][0]:.2f} "
-        f"on {m.get('cores')} cores.",
-        "",
-    ]
-    if result["cores_shared"]:
-        lines += ["**The cores were shared with other processes during this run: the timings are contaminated "
-                  "(lower than on an idle machine) and only roughly comparable between the backends.**", ""]
+    lines = timing_report_head("Teacher engines: HF vs vLLM", result, f"model `{result['model']}`",
+                               "the timings are contaminated (lower than on an idle machine) and only roughly "
+                               "comparable between the backends.")
     lines += ["| backend | dtype | load (s) | labelling texts/s | paraphrasing texts/s | new tokens/s |",
               "|---|---|---:|---:|---:|---:|"]
     for r in result["rows"]:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_machine import data_dir as tfns_data_dir, machine_info  # noqa: E402
+from bench_machine import data_dir as tfns_data_dir, machine_info, timing_report_head  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,26 +87,10 @@ def same_cache(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def render(result: dict[str, Any]) -> str:
-    m = result["machine"]
-    lines = [
-        "# Teacher labelling: 1 vs N processes",
-        "",
-        "```bash",
-        result["command"],
-        "```",
-        "",
-        f"Date: {result['date']} · wall time {result['wall_time_s']:.0f} s · teacher `{result['model']}` · "
-        f"{result['n']} TFNS training tweets, chunks of {result['chunk_size']} · machine: {m.get('cpu')}, "
-        f"{m.get('cores')} cores, GPU {m.get('gpu') or 'none'} · torch {m.get('torch')}, "
-        f"transformers {m.get('transformers')}",
-        "",
-        f"Load average (1 min) at start {result['loadavg_start'][0]:.2f}, at end {result['loadavg_end'][0]:.2f} "
-        f"on {m.get('cores')} cores.",
-        "",
-    ]
-    if result["cores_shared"]:
-        lines += ["**The cores were shared with other processes during this run: the timings are contaminated "
-                  "and only roughly comparable between the process counts.**", ""]
+    lines = timing_report_head("Teacher labelling: 1 vs N processes", result,
+                               f"teacher `{result['model']}` · {result['n']} TFNS training tweets, chunks of "
+                               f"{result['chunk_size']}", "the timings are contaminated and only roughly comparable "
+                               "between the process counts.")
     lines += ["| processes | threads each | wall time (s) | texts/s | speed-up | same cache as 1 process |",
               "|---:|---:|---:|---:|---:|---|"]
     for r in result["rows"]:

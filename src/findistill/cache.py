@@ -32,8 +32,6 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -43,7 +41,7 @@ import numpy as np
 from findistill.config import LABELS
 from findistill.distributed import is_main
 from findistill.errors import ModelError
-from findistill.io_utils import atomic_write_json
+from findistill.io_utils import atomic_write_bytes, atomic_write_json
 from findistill.teacher import Teacher
 
 log = logging.getLogger(__name__)
@@ -133,15 +131,7 @@ def save_cached(cache_dir: Path, key: str, logits: np.ndarray, metadata: dict) -
     st_meta = {"key": key, "n": str(logits.shape[0]), "texts_sha256": str(metadata.get("texts_sha256", ""))}
     payload = save({"logits": logits}, metadata=st_meta)
     path = cache_dir / f"{key}.safetensors"
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, payload)
     atomic_write_json(cache_dir / f"{key}.json", metadata)
     return path
 

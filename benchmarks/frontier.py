@@ -284,12 +284,22 @@ def _label_order(info: dict[str, Any]) -> tuple[int, float]:
     return VARIANTS.index(info["variant"]), info.get("transfer_epochs") or 1.0
 
 
+def paired(y: np.ndarray, a: dict[str, Any], b: dict[str, Any], ev_cfg) -> dict[str, Any]:
+    """Cell ``a`` against cell ``b`` (same seed) on the evaluation split: paired bootstrap and exact McNemar."""
+    from findistill.evaluate import mcnemar_exact, paired_bootstrap
+
+    pa, pb = a["logits"].argmax(1), b["logits"].argmax(1)
+    comp = paired_bootstrap(y, pa, pb, "accuracy", ev_cfg.bootstrap_samples, ev_cfg.confidence, ev_cfg.seed)
+    return {"size": a["size"], "a": a["label"], "b": b["label"], "seed": a["seed"], "diff": comp["diff"],
+            "ci": comp["ci"], "mcnemar_p": mcnemar_exact(y, pa, pb)["mcnemar_p"]}
+
+
 def _mean_sd(values: list[float]) -> tuple[float, float | None]:
     return float(np.mean(values)), (float(statistics.stdev(values)) if len(values) > 1 else None)
 
 
 def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> dict[str, Any]:
-    from findistill.evaluate import evaluate_row, majority_row, mcnemar_exact, paired_bootstrap
+    from findistill.evaluate import evaluate_row, majority_row
     from findistill.pipeline import Prediction
 
     config, ev_cfg = run.config, run.config.eval
@@ -308,7 +318,7 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
     groups: dict[tuple[int, str], list[dict]] = {}
     for info in cells.values():
         groups.setdefault((info["size"], info["label"]), []).append(info)
-    frontier_rows, comparisons = [], []
+    frontier_rows, comparisons, controls = [], [], []
     for (size, variant), members in sorted(groups.items(), key=lambda kv: (-kv[0][0], _label_order(kv[1][0]))):
         members.sort(key=lambda m: m["seed"])
         per_seed = []
@@ -320,12 +330,12 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
                              "train_wall_time_s": m["train_wall_time_s"], "train_examples": m["train_examples"]})
             base = cells.get(Cell(size, "ce", m["seed"]).name)
             if variant != "ce" and base is not None:
-                pa, pb = m["logits"].argmax(1), base["logits"].argmax(1)
-                comp = paired_bootstrap(y, pa, pb, "accuracy", ev_cfg.bootstrap_samples, ev_cfg.confidence,
-                                        ev_cfg.seed)
-                comparisons.append({"size": size, "a": variant, "b": "ce", "seed": m["seed"],
-                                    "diff": comp["diff"], "ci": comp["ci"],
-                                    "mcnemar_p": mcnemar_exact(y, pa, pb)["mcnemar_p"]})
+                comparisons.append(paired(y, m, base, ev_cfg))
+            if m["variant"] in ("kd_transfer", "kd_transfer_oof"):  # the controls of a transfer student
+                for other in (Cell(size, "ce_matched", m["seed"], m.get("transfer_epochs") or 1.0),
+                              Cell(size, "kd", m["seed"])):
+                    if other.name in cells:
+                        controls.append(paired(y, m, cells[other.name], ev_cfg))
         acc_mean, acc_sd = _mean_sd([s["accuracy"] for s in per_seed])
         f1_mean, f1_sd = _mean_sd([s["macro_f1"] for s in per_seed])
         speed = timing.get(str(size)) if variant == (timing.get(str(size)) or {}).get("variant") else None
@@ -347,6 +357,7 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
     return {"name": config.name, "command": command, "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "machine": machine_info(), "dataset": run.splits.info(), "confidence": ev_cfg.confidence,
             "reference_rows": rows, "frontier": frontier_rows, "comparisons": comparisons, "gains": verdicts,
+            "controls": controls,
             "timing": timing, "targets": TARGETS, "published": PUBLISHED,
             "cells_wall_time_s": round(sum(c["train_wall_time_s"] for c in cells.values()), 1),
             "cell_torch_threads": sorted({c["machine"]["torch_threads"] for c in cells.values()})}
@@ -435,6 +446,15 @@ def render(results: dict[str, Any], config_yaml: str) -> str:
     for g in results["gains"]:
         lines.append(f"| L{g['size']} | {g['variant']} | {g['seeds']} | {g['mean_gain_points']:+.2f} | "
                      f"{'yes' if g['gain_on_every_seed'] else 'no'} |")
+    if results.get("controls"):
+        lines += ["", "## Controls of the transfer students, per seed (paired, accuracy points)", "",
+                  "Against CE-only trained for the same number of steps (is it more steps?) and against KD on the gold "
+                  "texts alone (is it the transfer texts?).", "",
+                  f"| size | student | against | seed | difference [{level} CI] | McNemar p |",
+                  "|---|---|---|---:|---:|---:|"]
+        for c in results["controls"]:
+            lines.append(f"| L{c['size']} | {c['a']} | {c['b']} | {c['seed']} | {c['diff'] * 100:+.2f} "
+                         f"[{c['ci'][0] * 100:+.2f}, {c['ci'][1] * 100:+.2f}] | {c['mcnemar_p']:.3g} |")
     lines += ["", "## Published TFNS results (validation split; for orientation, not re-measured)", "",
               "| model | params | accuracy | macro-F1 |", "|---|---:|---:|---:|"]
     for p in results["published"]:

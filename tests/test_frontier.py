@@ -49,6 +49,8 @@ def test_frontier_cells_resume_and_report(tmp_path, tiny_bert_classifier_dir, ti
     comps = [(c["a"], c["seed"]) for c in results["comparisons"]]
     assert sorted(comps) == [("ce_matched_te2", 42), ("ce_matched_te2", 43), ("kd_transfer_te2", 42),
                              ("kd_transfer_te2", 43)]
+    assert sorted((c["a"], c["b"], c["seed"]) for c in results["controls"]) == [
+        ("kd_transfer_te2", "ce_matched_te2", 42), ("kd_transfer_te2", "ce_matched_te2", 43)]  # same steps, same seed
     assert {r["role"] for r in results["reference_rows"]} == {"majority", "teacher"}
     assert "## Gains over CE-only" in (out / "report.md").read_text()
 
@@ -61,6 +63,9 @@ def test_frontier_cells_resume_and_report(tmp_path, tiny_bert_classifier_dir, ti
     assert one_epoch["train_steps"] == -(-(n_train + n_transfer) // 8) and one_epoch["transfer_epochs"] == 1.0
     rows = {(r["size"], r["variant"]): r for r in json.loads((out / "results.json").read_text())["frontier"]}
     assert {"kd_transfer", "kd_transfer_te2", "ce_matched_te2", "kd", "ce"} == {v for _, v in rows}
+    controls = {(c["a"], c["b"], c["seed"]) for c in json.loads((out / "results.json").read_text())["controls"]}
+    assert {("kd_transfer_te2", "kd", 42), ("kd_transfer", "kd", 42)} <= controls
+    assert "## Controls of the transfer students" in (out / "report.md").read_text()
 
     # Timing exports the first seed's distilled student with the best dev score to onnx-int8 and measures it.
     assert bench.main(common + ["--timing"]) == 0

@@ -191,8 +191,13 @@ def _dry_run(capsys, config, out, data_dir, *overrides) -> dict[str, tuple[str, 
     return rows
 
 
-def test_changing_alpha_reruns_only_the_distilled_student_and_the_report(tiny_run, capsys, caplog):
+def test_changing_alpha_reruns_only_the_distilled_student_and_the_report(tiny_run, capsys, caplog, monkeypatch):
     config, out, data_dir = tiny_run
+    import findistill.teacher as teacher_mod
+
+    calls, original = [], teacher_mod.PromptedLMTeacher.class_logits
+    monkeypatch.setattr(teacher_mod.PromptedLMTeacher, "class_logits",
+                        lambda self, texts, *a, **k: calls.append(len(texts)) or original(self, texts, *a, **k))
     keys, stages_json = _keys(out), (out / "stages.json").read_bytes()
     assert set(keys) == {"teacher_eval", "label", "student_baseline", "student_ce", "student_distilled", "report",
                          "analyze"}
@@ -211,6 +216,7 @@ def test_changing_alpha_reruns_only_the_distilled_student_and_the_report(tiny_ru
     assert changed == {"predictions/student_distilled.npz"} and after.keys() == before.keys()
     assert (out / "predictions" / "student_distilled.npz").stat().st_mtime_ns > distilled
     assert "[teacher] loading" not in caplog.text, "the teacher's labels come from the cache"
+    assert calls == [], "no teacher forward pass"
     new_keys = _keys(out)
     assert {n for n in keys if keys[n] != new_keys[n]} == {"student_distilled", "report", "analyze"}
     assert json.loads((out / "results.json").read_text())["config"]["train"]["alpha"] == 0.9

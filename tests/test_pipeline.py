@@ -191,6 +191,11 @@ def _dry_run(capsys, config, out, data_dir, *overrides) -> dict[str, tuple[str, 
     return rows
 
 
+def _runs(plan: dict[str, tuple[str, str]]) -> set[str]:
+    """The stages a dry-run plan would run."""
+    return {name for name, (action, _) in plan.items() if action == "run"}
+
+
 def test_changing_alpha_reruns_only_the_distilled_student_and_the_report(tiny_run, capsys, caplog, monkeypatch):
     config, out, data_dir = tiny_run
     import findistill.teacher as teacher_mod
@@ -202,7 +207,7 @@ def test_changing_alpha_reruns_only_the_distilled_student_and_the_report(tiny_ru
     assert set(keys) == {"teacher_eval", "label", "student_baseline", "student_ce", "student_distilled", "report",
                          "analyze"}
     plan = _dry_run(capsys, config, out, data_dir, "train.alpha=0.9")
-    assert {n for n, (action, _) in plan.items() if action == "run"} == {"student_distilled", "report", "analyze"}
+    assert _runs(plan) == {"student_distilled", "report", "analyze"}
     assert plan["student_distilled"][1] == "train.alpha: 0.5 -> 0.9"
     assert plan["teacher_finetune"][0] == "off" and plan["label"][0] == "skip"
     assert (out / "stages.json").read_bytes() == stages_json, "a dry run writes nothing"
@@ -226,7 +231,7 @@ def test_changing_alpha_reruns_only_the_distilled_student_and_the_report(tiny_ru
 def test_changing_the_student_reuses_the_teacher_and_its_labels(tiny_run, capsys):
     config, out, data_dir = tiny_run
     plan = _dry_run(capsys, config, out, data_dir, "student.lora.r=2")
-    assert {n for n, (action, _) in plan.items() if action == "run"} == {
+    assert _runs(plan) == {
         "student_baseline", "student_ce", "student_distilled", "report", "analyze"}
     assert plan["student_ce"][1] == "student.lora.r: 4 -> 2"
 
@@ -234,7 +239,7 @@ def test_changing_the_student_reuses_the_teacher_and_its_labels(tiny_run, capsys
 def test_changing_the_teacher_relabels(tiny_run, capsys):
     config, out, data_dir = tiny_run
     plan = _dry_run(capsys, config, out, data_dir, "teacher.few_shot=0")
-    assert {n for n, (action, _) in plan.items() if action == "run"} == {
+    assert _runs(plan) == {
         "teacher_eval", "label", "student_distilled", "report", "analyze"}
     assert plan["label"][1] == "teacher inputs changed"
     chunks = set(_mtimes(out, "cache/*.safetensors"))
@@ -282,7 +287,7 @@ def test_a_folder_from_before_stage_keys_is_adopted_under_its_own_config(tiny_ru
     (out / "stages.json").unlink()
     (out / "config.yaml").write_text((out / "config.yaml").read_text().replace("alpha: 0.5", "alpha: 0.7"))
     plan = _dry_run(capsys, config, out, data_dir)
-    assert {n for n, (action, _) in plan.items() if action == "run"} == {"student_distilled", "report", "analyze"}
+    assert _runs(plan) == {"student_distilled", "report", "analyze"}
     assert plan["student_distilled"][1] == "train.alpha: 0.7 -> 0.5"
 
     monkeypatch.setattr(teacher_mod, "build_teacher", lambda *a, **k: (_ for _ in ()).throw(AssertionError("load")))

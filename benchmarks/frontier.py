@@ -332,8 +332,11 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
             if variant != "ce" and base is not None:
                 comparisons.append(paired(y, m, base, ev_cfg))
             if m["variant"] in ("kd_transfer", "kd_transfer_oof"):  # the controls of a transfer student
-                for other in (Cell(size, "ce_matched", m["seed"], m.get("transfer_epochs") or 1.0),
-                              Cell(size, "kd", m["seed"])):
+                epochs = m.get("transfer_epochs") or 1.0
+                others = [Cell(size, "ce_matched", m["seed"], epochs), Cell(size, "kd", m["seed"])]
+                if m["variant"] == "kd_transfer_oof":  # out-of-fold against in-fold labels, same steps
+                    others.append(Cell(size, "kd_transfer", m["seed"], epochs))
+                for other in others:
                     if other.name in cells:
                         controls.append(paired(y, m, cells[other.name], ev_cfg))
         acc_mean, acc_sd = _mean_sd([s["accuracy"] for s in per_seed])
@@ -357,7 +360,7 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
     return {"name": config.name, "command": command, "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "machine": machine_info(), "dataset": run.splits.info(), "confidence": ev_cfg.confidence,
             "reference_rows": rows, "frontier": frontier_rows, "comparisons": comparisons, "gains": verdicts,
-            "controls": controls,
+            "controls": controls, "teacher_folds": run.teacher_fold_summaries(),
             "timing": timing, "targets": TARGETS, "published": PUBLISHED,
             "cells_wall_time_s": round(sum(c["train_wall_time_s"] for c in cells.values()), 1),
             "cell_torch_threads": sorted({c["machine"]["torch_threads"] for c in cells.values()})}
@@ -425,6 +428,14 @@ def render(results: dict[str, Any], config_yaml: str) -> str:
     for r in results["reference_rows"]:
         lo, hi = r["accuracy_ci"]
         lines.append(f"| {r['name']} | {r['role']} | {r['accuracy']:.4f} [{lo:.4f}, {hi:.4f}] | {r['macro_f1']:.4f} |")
+    if results.get("teacher_folds"):
+        lines += ["", "## Cross-fitted teachers (dev split)", "", "Each labels the training rows it did not see "
+                  "(`kd_transfer_oof`); the teacher above, fine-tuned on every training row, labels the rest.", "",
+                  "| teacher | training texts | selected epoch | dev accuracy | dev macro-F1 |", "|---|---:|---:|---:|---:|"]
+        for f in results["teacher_folds"]:
+            best = f["best"] or {}
+            lines.append(f"| {f['fold']} | {f['train_examples']:,} | {f['best_epoch']} | "
+                         + " | ".join(f"{best[k]:.4f}" if k in best else "—" for k in ("accuracy", "macro_f1")) + " |")
     lines += ["", "## Students", "", "Mean ± sd over seeds; per seed: accuracy [bootstrap CI] (optimizer steps, "
               "selected step).", "", "| size | variant | params | seeds | accuracy | macro-F1 | per seed | "
               "onnx-int8 texts/s | batch-1 p50 (ms) | int8 − fp32 (points) |",
@@ -448,8 +459,9 @@ def render(results: dict[str, Any], config_yaml: str) -> str:
                      f"{'yes' if g['gain_on_every_seed'] else 'no'} |")
     if results.get("controls"):
         lines += ["", "## Controls of the transfer students, per seed (paired, accuracy points)", "",
-                  "Against CE-only trained for the same number of steps (is it more steps?) and against KD on the gold "
-                  "texts alone (is it the transfer texts?).", "",
+                  "Against CE-only trained for the same number of steps (is it more steps?), against KD on the gold "
+                  "texts alone (is it the transfer texts?) and, for out-of-fold labels, against in-fold labels at the "
+                  "same steps (`kd_transfer_oof` vs `kd_transfer`).", "",
                   f"| size | student | against | seed | difference [{level} CI] | McNemar p |",
                   "|---|---|---|---:|---:|---:|"]
         for c in results["controls"]:

@@ -97,3 +97,39 @@ def test_a_cell_claimed_by_a_live_worker_is_skipped_and_a_dead_workers_claim_is_
         other.kill()
         other.wait()
     assert bench.claim(held) and held.read_text() == str(os.getpid())  # its holder died
+
+
+def test_out_of_fold_cells_are_compared_with_in_fold_labels_and_report_each_fold_teacher(
+        tmp_path, tiny_bert_classifier_dir, tiny_bert_dir, tiny_tfns_dir):
+    transfer = tmp_path / "topic.csv"
+    with open(transfer, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows([(f"{text} https://t.co/{i}", 5) for i, (text, _) in enumerate(make_rows(20, 9))])
+    config = {
+        "name": "tiny-oof",
+        "data": {"dev_fraction": 0.2, "transfer_files": [str(transfer)]},
+        "teacher": {"kind": "classifier", "model": str(tiny_bert_classifier_dir), "name": "tiny-teacher",
+                    "batch_size": 16, "max_length": 24,
+                    "finetune": {"enabled": True, "method": "head", "parameters": "full", "epochs": 1,
+                                 "learning_rate": 1e-3, "cross_fit_folds": 2}},
+        "student": {"model": str(tiny_bert_dir), "name": "tiny-bert", "method": "full", "max_length": 24},
+        "train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "logging_steps": 2},
+        "eval": {"bootstrap_samples": 100},
+    }
+    path = tmp_path / "oof.yaml"
+    path.write_text(yaml.safe_dump(config))
+    bench, out, runs = load_benchmark("frontier"), tmp_path / "out", tmp_path / "runs"
+    assert bench.main(["--config", str(path), "--out", str(out), "--run-dir", str(runs), "--data-dir",
+                       str(tiny_tfns_dir), "--sizes", "1", "--seeds", "1",
+                       "--variants", "kd_transfer,kd_transfer_oof"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [(c["a"], c["b"], c["seed"]) for c in results["controls"]] == [("kd_transfer_oof", "kd_transfer", 42)]
+    oof, in_fold = (json.loads((runs / "cells" / f"L1_{v}_s42" / "cell.json").read_text())
+                    for v in ("kd_transfer_oof", "kd_transfer"))
+    assert oof["train_steps"] == in_fold["train_steps"]  # the same budget
+    folds = results["teacher_folds"]
+    assert [f["fold"] for f in folds] == ["fold_0", "fold_1"]
+    assert sum(f["train_examples"] for f in folds) == results["dataset"]["n_train"]  # each blind to the other half
+    report = (out / "report.md").read_text()
+    assert "## Cross-fitted teachers (dev split)" in report and "| fold_1 |" in report

@@ -325,6 +325,13 @@ class Run:
     def fold_dir(self, k: int) -> Path:
         return self.out / "teacher_folds" / f"fold_{k}"
 
+    def teacher_fold_summaries(self) -> list[dict[str, Any]]:
+        """Each cross-fitted teacher's training size, selected epoch and dev score (the selection split; the
+        evaluation split is never used); empty when the teacher is not cross-fitted."""
+        return [{"fold": p.parent.name, **{k: json.loads(p.read_text())[k] for k in ("train_examples", "best_epoch",
+                                                                                      "best")}}
+                for p in sorted((self.out / "teacher_folds").glob("fold_*/finetune_summary.json"))]
+
     def folds(self) -> list[list[int]]:
         """Training-row indices of each cross-fitting fold (stratified, seeded by ``data.seed``)."""
         from findistill.data import stratified_folds
@@ -713,10 +720,8 @@ class Run:
                                             ev_cfg.bootstrap_samples, ev_cfg.confidence, ev_cfg.seed)
                     comparisons.append({"a": a, "b": b, **comp})
         extra = {"config": dataclasses.asdict(self.config), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        fold_summaries = sorted((self.out / "teacher_folds").glob("fold_*/finetune_summary.json"))
-        if fold_summaries:  # each cross-fitted teacher's dev score (selection split; evaluation unused)
-            extra["teacher_folds"] = [{"fold": p.parent.name, **{k: json.loads(p.read_text())[k] for k in (
-                "train_examples", "best_epoch", "best")}} for p in fold_summaries]
+        if fold_summaries := self.teacher_fold_summaries():
+            extra["teacher_folds"] = fold_summaries
         summary = self.out / "augment" / "summary.json"
         if self.config.augment.enabled and summary.is_file():
             extra["augmentation"] = json.loads(summary.read_text())

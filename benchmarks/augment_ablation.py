@@ -8,9 +8,9 @@ config: ``kd`` (augmentation off, plus the CE-only student), ``kd_unfiltered`` (
 training with its source's gold label and its own teacher soft label) and ``kd_filtered`` (the filter chain of
 ``findistill.augment`` on). All three students get the same budget: ``train.max_steps`` is set to the number of
 optimizer steps the KD-only student takes over its epochs, so the augmented students see the same number of
-examples, not more. The variants share work: teacher logits (``cache/``, ``teacher_logits/``) are copied from
-``kd`` and the paraphrase file from ``kd_unfiltered`` (both are keyed by content, so a copy is only reused when it
-matches). Output: ``<out>/results.json`` (results contract; ``augmentation`` = the filtered variant's counts,
+examples, not more. The variants share work through one cache folder (``cache.dir`` = ``<run-dir>/cache``): the
+teacher labels each text once and the filtered run reads the unfiltered run's paraphrases (both are keyed by
+content, so a file is only reused when it matches). Output: ``<out>/results.json`` (results contract; ``augmentation`` = the filtered variant's counts,
 ``augmentation_unfiltered`` the other's) and ``<out>/report.md`` with paired bootstrap CIs against KD alone.
 """
 
@@ -20,7 +20,6 @@ import argparse
 import dataclasses
 import math
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -59,23 +58,17 @@ def budget_steps(n_train: int, train_cfg: Any) -> int:
     return int(math.ceil(train_cfg.epochs * per_epoch))
 
 
-def variant_config(base: Any, folder: str, steps: int) -> Any:
+def variant_config(base: Any, folder: str, steps: int, cache_dir: Path) -> Any:
+    """The config of one variant; all variants share ``cache_dir`` (teacher logits and paraphrases, content-keyed),
+    so the teacher labels each text once and the filtered run reuses the unfiltered run's paraphrases."""
     enabled, filtered, _ = VARIANTS[folder]
     augment = dataclasses.replace(base.augment, enabled=enabled, filter=filtered)
     train = dataclasses.replace(base.train, max_steps=steps)
+    cache = dataclasses.replace(base.cache, dir=base.cache.dir or str(cache_dir))
     first = folder == "kd"  # teacher row and CE-only student once, in the KD run
-    return dataclasses.replace(base, name=f"{base.name}-{folder}", augment=augment, train=train,
+    return dataclasses.replace(base, name=f"{base.name}-{folder}", augment=augment, train=train, cache=cache,
                                evaluate_teacher=base.evaluate_teacher and first,
                                train_ce_student=base.train_ce_student and first)
-
-
-def _share(src: Path, dst: Path, pattern: str) -> None:
-    """Copy content-keyed cache files (``pattern``, relative) from one run folder into another; never overwrites."""
-    for path in sorted(src.glob(pattern)):
-        target = dst / path.relative_to(src)
-        if path.is_file() and not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
 
 
 def collect(run_dir: Path, configs: dict[str, Any], results: dict[str, dict], data_dir: str | None,
@@ -187,18 +180,11 @@ def _main(argv: list[str]) -> int:
     started = time.perf_counter()
     n_train = len(Run(base, run_dir / "kd", data_dir).splits.train)
     steps = budget_steps(n_train, base.train)
-    configs = {folder: variant_config(base, folder, steps) for folder in VARIANTS}
+    configs = {folder: variant_config(base, folder, steps, run_dir / "cache") for folder in VARIANTS}
     results: dict[str, dict] = {}
-    previous: str | None = None
     for folder, cfg in configs.items():
         print(f"\n== {folder}: {VARIANTS[folder][2]} ({steps} steps) ==", flush=True)
-        (run_dir / folder).mkdir(parents=True, exist_ok=True)
-        if previous is not None:
-            for pattern in ("cache/*", "teacher_logits/*"):
-                _share(run_dir / "kd", run_dir / folder, pattern)
-            _share(run_dir / previous, run_dir / folder, "augment/paraphrases-*.jsonl")
         results[folder] = run(cfg, run_dir / folder, data_dir)
-        previous = folder
     merged = collect(run_dir, configs, results, data_dir, started, command)
     atomic_write_json(out / "results.json", merged)
     atomic_write_text(out / "report.md", render(merged, dump_config(base)))

@@ -1,5 +1,5 @@
 """The augmentation ablation benchmark end to end on tiny random models: three run folders, one shared budget,
-shared caches, paired comparisons against KD alone, and the filter's counts in the report."""
+one shared cache folder, paired comparisons against KD alone, and the filter's counts in the report."""
 
 from __future__ import annotations
 
@@ -52,9 +52,14 @@ def test_ablation_runs_three_variants_at_one_budget(tmp_path, tiny_llama_dir, ti
         meta = _meta(runs / folder)
         assert meta["train_steps"] == steps, f"{folder} trains at the shared budget"
         assert meta["train_examples"] == n
-    # the filtered run reused the unfiltered run's paraphrases instead of generating them again
-    files = [sorted((runs / f / "augment").glob("paraphrases-*.jsonl")) for f in ("kd_unfiltered", "kd_filtered")]
-    assert len(files[0]) == len(files[1]) == 1 and files[0][0].read_text() == files[1][0].read_text()
+    # One shared cache folder (cache.dir), nothing copied between run folders: the filtered run read the unfiltered
+    # run's paraphrase file (one file, one line per source text plus its header) instead of generating again.
+    shared = runs / "cache"
+    [paraphrases] = shared.glob("paraphrases-*.jsonl")
+    assert len(paraphrases.read_text().splitlines()) == 1 + n_train
+    assert list(shared.glob("*.safetensors"))
+    for folder in expected_examples:
+        assert not (runs / folder / "cache").exists() and not list((runs / folder).glob("augment/paraphrases-*"))
 
     rows = results["rows"]
     assert [r["role"] for r in rows].count("student_distilled") == 3 and len({r["name"] for r in rows}) == len(rows)

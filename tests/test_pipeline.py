@@ -228,6 +228,24 @@ def test_changing_alpha_reruns_only_the_distilled_student_and_the_report(tiny_ru
     assert _dry_run(capsys, config, out, data_dir, "train.alpha=0.9")["student_distilled"][0] == "skip"
 
 
+def test_runs_sharing_cache_dir_label_once(tiny_run, monkeypatch, tmp_path):
+    config, _, data_dir = tiny_run
+    import findistill.teacher as teacher_mod
+
+    shared = tmp_path / "shared-cache"
+    common = ["--data-dir", str(data_dir), "--set", f"cache.dir={shared}"]
+    assert main(["label", str(config), "--out", str(tmp_path / "a")] + common) == 0
+    chunks = sorted(p.name for p in shared.glob("*.safetensors"))
+    assert chunks and not (tmp_path / "a" / "cache").exists()
+    calls, original = [], teacher_mod.PromptedLMTeacher.class_logits
+    monkeypatch.setattr(teacher_mod.PromptedLMTeacher, "class_logits",
+                        lambda self, texts, *a, **k: calls.append(len(texts)) or original(self, texts, *a, **k))
+    assert main(["distill", str(config), "--out", str(tmp_path / "b"), "--set", "train.alpha=0.9"] + common) == 0
+    assert calls == [], "another run folder, the same teacher and texts: every label comes from the shared folder"
+    assert sorted(p.name for p in shared.glob("*.safetensors")) == chunks
+    assert (tmp_path / "b" / "student" / "config.json").is_file() and not (tmp_path / "b" / "cache").exists()
+
+
 def test_changing_the_student_reuses_the_teacher_and_its_labels(tiny_run, capsys):
     config, out, data_dir = tiny_run
     plan = _dry_run(capsys, config, out, data_dir, "student.lora.r=2")

@@ -73,10 +73,10 @@ def parse_shard(value: str) -> tuple[int, int]:
 
 
 def label_main(argv: list[str]) -> int:
-    from findistill.pipeline import run
+    from findistill.pipeline import logits_cache_dir, run
 
     p = _parser("label", "Write the teacher's class logits for every evaluation, training and transfer text to "
-                         "the chunked cache <out>/cache.")
+                         "the chunked cache (<out>/cache, or cache.dir).")
     p.add_argument("--shard", metavar="I/N", default=None,
                    help="label only chunks I, I+N, I+2N, ... of each list (any machine); copying the N shards' "
                         "cache/ folders into one gives the cache one process writes")
@@ -84,7 +84,7 @@ def label_main(argv: list[str]) -> int:
     shard = parse_shard(args.shard) if args.shard is not None else None
     config, out, data_dir = _load(args)
     run(config, out, data_dir, stages=("teacher_finetune", "label"), shard=shard)
-    _tell(f"teacher logits cached under {out / 'cache'}")
+    _tell(f"teacher logits cached under {logits_cache_dir(config, out)}")
     return 0
 
 

@@ -424,6 +424,11 @@ class EvalConfig:
 
 @dataclass
 class CacheConfig:
+    dir: str | None = _help(
+        "Folder of the content-keyed teacher logits (chunks keyed by teacher and texts) and paraphrase files (keyed "
+        "by generator, settings and texts); null = <run>/cache and <run>/augment. Runs that label the same texts "
+        "with the same teacher (benchmark variants, sweeps over the student or train.alpha) can share one folder "
+        "and label once; a relative path is relative to the working directory.", None)
     chunk_size: int = _help(
         "Texts per teacher-logit cache chunk: a crash loses at most one chunk, the teacher sees one chunk at a time, "
         "and `findistill label --shard i/N` splits the work by chunk. Changing it re-labels (chunks are keyed by "

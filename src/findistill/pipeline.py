@@ -14,6 +14,7 @@ Run folder layout::
     <run>/teacher/                    the fine-tuned teacher (merged), when teacher.finetune.enabled
     <run>/teacher_folds/fold_<k>/     cross-fitted teachers (teacher.finetune.cross_fit_folds), each blind to fold k
     <run>/cache/                      teacher class logits in chunks (findistill.cache) + teacher-<key>.json identities
+                                      (cache.dir: one folder shared by runs instead, paraphrase files too)
     <run>/teacher_logits/             per-split logits of runs made before the chunked cache (read, never written)
     <run>/augment/                    paraphrase candidates (resumable JSONL), the filter's counts, the kept rows
     <run>/predictions/<role>.npz      [N, 3] logits of each model on the evaluation split + its metadata
@@ -291,8 +292,16 @@ class Run:
             _say(f"[teacher] loading {cfg.display_name}")
             return build_teacher(cfg, pool.texts, pool.labels, seed=self.config.data.seed)
 
-        return CachedTeacher(load, self.out / "cache", chunk_size=self.config.cache.chunk_size,
-                             identity_key=identity_key)
+        return CachedTeacher(load, self.cache_dir, chunk_size=self.config.cache.chunk_size, identity_key=identity_key)
+
+    @property
+    def cache_dir(self) -> Path:
+        return logits_cache_dir(self.config, self.out)
+
+    @property
+    def paraphrase_dir(self) -> Path:
+        """Where paraphrase files are cached: ``cache.dir`` when set (shared by runs), else ``<run>/augment``."""
+        return Path(self.config.cache.dir) if self.config.cache.dir else self.out / "augment"
 
     @property
     def teacher(self):
@@ -565,7 +574,7 @@ class Run:
             where = "" if shard is None else f"shard {shard[0]}/{shard[1]}: "
             _say(f"[label] {where}teacher logits for {len(split)} {split.name} texts")
             held = self.label_chunks(teacher, split, extra, shard)
-            _say(f"[label] {held} chunks of {split.name} labelled or found here, in {self.out / 'cache'}")
+            _say(f"[label] {held} chunks of {split.name} labelled or found here, in {self.cache_dir}")
             if teacher is not self._teacher:
                 teacher.release()
         self.release_teacher_model()  # the students train without the teacher in memory
@@ -587,7 +596,7 @@ class Run:
         generator = cfg.model or self.teacher_config().model
         model, tokenizer = load_generator(generator, backend=self.config.teacher.backend)
         _say(f"[augment] paraphrasing training texts with {generator}; the teacher filters and labels them")
-        result = augment(cfg, splits.train, others, model, tokenizer, self.teacher, self.out / "augment")
+        result = augment(cfg, splits.train, others, model, tokenizer, self.teacher, self.paraphrase_dir)
         del model
         gc.collect()
         logits = result.teacher_logits
@@ -738,6 +747,11 @@ class Run:
         if is_main():  # analysis/, report.html, calibration.json, model cards
             analyze_run(self.config, self.out, self.data_dir)
         self._finish("analyze")
+
+
+def logits_cache_dir(config: RunConfig, out: Path) -> Path:
+    """Where a run caches teacher logits: ``cache.dir`` when set (shared by runs), else ``<run>/cache``."""
+    return Path(config.cache.dir) if config.cache.dir else Path(out) / "cache"
 
 
 def run(config: RunConfig, out_dir: str | Path, data_dir: str | None = None, stages: tuple[str, ...] = STAGES,

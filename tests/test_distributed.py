@@ -7,11 +7,13 @@ with CUDA hidden every process runs on the CPU and meets the others over gloo (f
 What must be the same, and why the trained weights are compared with a tolerance: the teacher's logits do not
 depend on how the chunks are split between processes, so the cache is the same to the bit. Training under DDP with
 `train.batch_size: 4` on 2 processes sees the same global batches as one process with `batch_size: 8` (accelerate
-hands process k batch k of each consecutive pair, from the same seeded order) and averages the two halves'
-gradients, which for equal halves with gold labels is the gradient of the 8-row mean. What differs is rounding:
+hands process k batch k of each consecutive pair, from the same seeded order). Each process divides its rows' loss
+sums by the global batch's row counts (gold rows for CE, rows with teacher logits for KD) and multiplies by the
+number of processes, which DDP's gradient average divides out: the gradient is that of the 8-row means, also when
+the halves hold different numbers of gold rows (transfer rows, label -1: the last test). What differs is rounding:
 padding to the longest text of 4 rows instead of 8, and the order of the all-reduce sum; hence 1e-4 on logits and
-weights (measured: about 1e-8) with the same argmax and metrics. LoRA dropout is 0 here, because each process
-draws its own dropout masks.
+weights (measured: about 1e-8, and 1e-6 with the last test's learning rate of 2e-2) with the same argmax and
+metrics. LoRA dropout is 0 here, because each process draws its own dropout masks.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from conftest import make_rows
 from findistill.__main__ import main
 from test_pipeline import write_config as write_run_config
 from test_teacher_finetune import write_config as write_finetune_config
@@ -41,11 +44,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch_two(*args: str) -> str:
-    """``accelerate launch`` 2 CPU processes of ``findistill ARGS``; returns their output (the test fails on rc != 0)."""
+def launch_two(*args: str, script: Path | None = None) -> str:
+    """``accelerate launch`` 2 CPU processes of ``findistill ARGS`` (or of the Python file ``script`` with ARGS);
+    returns their output (the test fails on rc != 0)."""
+    program = [str(script), *args] if script is not None else ["-m", "findistill", *args]
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(_free_port()), "-m", "findistill", *args]
+               "--main_process_port", str(_free_port()), *program]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
@@ -122,3 +127,104 @@ def test_two_processes_teacher_finetune_trains_the_teacher_of_one(tmp_path, tiny
     for name, tensor in weights_one.items():
         np.testing.assert_allclose(weights_two[name], tensor, atol=TOLERANCE, rtol=0, err_msg=name)
 
+
+
+# ---- training batches that mix gold rows (KD + CE) and transfer rows (label -1: KD only)
+#
+# Each term of the loss must be the mean over the whole optimizer step's rows for it (gold rows for CE, rows with
+# teacher logits for KD), not a mean of per-process or per-micro-batch means: those differ as soon as the parts hold
+# different numbers of gold rows. The data makes them differ at every step:
+# 32 rows in 8 consecutive blocks of 4; GOLD_PER_BLOCK[b] rows at the start of block b have a gold label, the rest
+# are transfer rows. The Trainer reads them in order (train_sampling_strategy: sequential, a TrainingArguments field
+# passed through train.trainer_kwargs), and accelerate hands process k the k-th of each consecutive pair of
+# per-process batches (checked below on accelerate's own BatchSamplerShard). So with batch_size 4 on 2 processes,
+# process b % 2 takes block b at optimizer step b // 2, and one process with batch_size 8 takes blocks 2s and 2s + 1
+# together: the same global batches, with 4/1, 0/3, 2/4 (+1 gold row the teacher did not label, so 3/4 KD rows) and
+# 1/2 gold rows on processes 0/1. One process with batch_size 4 and 2 accumulation steps has the same blocks as its
+# micro-batches. With batch_size 2 and 2 accumulation steps on 2 processes, process k takes rows 8s + 2k + {0, 1, 4,
+# 5} at step s: 3/2, 2/1, 4/2 and 3/0 gold rows, in micro-batches that differ too.
+# Before the loss was normalised by the step's counts (DistillationTrainer.get_batch_samples), the 2-process and the
+# accumulated runs ended 0.13-0.15 away from the batch-of-8 run in the trained weights (0.31-0.36 in logits);
+# now about 1e-6 (weights) and 1e-7 (logits).
+GOLD_PER_BLOCK = (4, 1, 0, 3, 2, 4, 1, 2)
+NO_TEACHER_ROW = 17  # a gold row of block 4 without teacher logits (CE only): the KD rows differ too (3 / 4 at step 2)
+MIXED_RUNS_TWO = (("ddp", 4, 1), ("ddp_accumulated", 2, 2))  # (name, batch_size, gradient_accumulation_steps)
+
+
+def mixed_rows() -> tuple[list[str], list[int], np.ndarray]:
+    rows = make_rows(32, 5)
+    labels = [{0: 0, 1: 2, 2: 1}[y] if i % 4 < GOLD_PER_BLOCK[i // 4] else -1 for i, (_, y) in enumerate(rows)]
+    teacher = np.random.default_rng(5).normal(scale=2.0, size=(32, 3)).astype(np.float32)  # unrelated to gold
+    teacher[NO_TEACHER_ROW] = np.nan
+    return [t for t, _ in rows], labels, teacher
+
+
+def train_mixed(student_dir: Path, scratch: Path, batch_size: int, accumulation: int) -> dict[str, np.ndarray]:
+    """Train the tiny student on ``mixed_rows`` (1 epoch, 4 steps of 8 rows over all processes); its trainable
+    weights (``w:<name>``), logits on the 32 texts and logged losses."""
+    from findistill.config import LoraSettings, StudentConfig, TrainConfig
+    from findistill.evaluate import predict_logits
+    from findistill.trainer import train_student
+
+    texts, labels, teacher = mixed_rows()
+    student = StudentConfig(model=str(student_dir), lora=LoraSettings(r=4, alpha=8, dropout=0.0), max_length=16)
+    train = TrainConfig(epochs=1.0, batch_size=batch_size, gradient_accumulation_steps=accumulation,
+                        learning_rate=2e-2, warmup_ratio=0.0, lr_scheduler="constant", alpha=0.5, temperature=2.0,
+                        logging_steps=1, selection="none", seed=0,
+                        trainer_kwargs={"train_sampling_strategy": "sequential"})
+    result = train_student(student, train, texts, labels, teacher, scratch)
+    assert result.steps == 4
+    weights = {f"w:{n}": p.detach().numpy().copy() for n, p in result.model.named_parameters() if p.requires_grad}
+    logits = predict_logits(result.model, result.tokenizer, texts, batch_size=32, max_length=16)
+    losses = np.array([h["loss"] for h in result.log_history if "loss" in h])
+    return {**weights, "logits": logits, "loss": losses}
+
+
+def _gold_rows_per_process(batch_size: int, accumulation: int) -> list[list[int]]:
+    """[step][process]: gold rows of each process's optimizer step, from accelerate's own sharding of the order."""
+    from accelerate.data_loader import BatchSamplerShard
+    from torch.utils.data import BatchSampler, SequentialSampler
+
+    _, labels, _ = mixed_rows()
+    counts = []
+    for process in (0, 1):
+        batches = list(BatchSamplerShard(BatchSampler(SequentialSampler(range(32)), batch_size, False),
+                                         num_processes=2, process_index=process))
+        steps = [sum(batches[i:i + accumulation], []) for i in range(0, len(batches), accumulation)]
+        counts.append([sum(labels[row] >= 0 for row in step) for step in steps])
+    return [list(step) for step in zip(*counts)]
+
+
+def test_two_processes_train_mixed_gold_and_transfer_rows_like_one(tmp_path, tiny_bloom_dir):
+    # the data gives the two processes different numbers of gold rows at every optimizer step
+    assert _gold_rows_per_process(4, 1) == [[4, 1], [0, 3], [2, 4], [1, 2]]
+    assert _gold_rows_per_process(2, 2) == [[3, 2], [2, 1], [4, 2], [3, 0]]
+
+    reference = train_mixed(tiny_bloom_dir, tmp_path / ".one", batch_size=8, accumulation=1)
+    # one process, 2 accumulation steps of 4 rows: blocks 2s and 2s + 1 are the micro-batches of step s
+    runs = {"one_accumulated": train_mixed(tiny_bloom_dir, tmp_path / ".one_accumulated", batch_size=4,
+                                           accumulation=2)}
+    launch_two(str(tiny_bloom_dir), str(tmp_path), script=Path(__file__).resolve())
+    for name, _, _ in MIXED_RUNS_TWO:
+        with np.load(tmp_path / f"{name}.npz") as data:
+            runs[name] = dict(data)
+    for name in runs:
+        assert set(runs[name]) == set(reference)
+        diff = {key: float(np.abs(runs[name][key] - value).max()) for key, value in reference.items()}
+        weights = max(v for k, v in diff.items() if k.startswith("w:"))
+        print(f"{name}: max abs difference from one process with batches of 8: weights {weights:.3g}, "
+              f"logits {diff['logits']:.3g}, logged losses {diff['loss']:.3g}")
+    for name, run in runs.items():
+        for key, value in reference.items():
+            np.testing.assert_allclose(run[key], value, atol=TOLERANCE, rtol=0, err_msg=f"{name}: {key}")
+        assert (run["logits"].argmax(1) == reference["logits"].argmax(1)).all()
+
+
+if __name__ == "__main__":  # under accelerate launch, from test_two_processes_train_mixed_gold_and_transfer_rows_like_one
+    from findistill.distributed import is_main
+
+    student_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
+    for run_name, run_batch_size, run_accumulation in MIXED_RUNS_TWO:
+        arrays = train_mixed(student_dir, out / f".{run_name}", run_batch_size, run_accumulation)
+        if is_main():
+            np.savez(out / f"{run_name}.npz", **arrays)

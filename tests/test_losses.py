@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from findistill.losses import distillation_loss
+from findistill.losses import distillation_loss, loss_row_counts
 
 
 def _manual_kl(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
@@ -125,3 +125,56 @@ def test_shape_mismatch_raises(batch):
         distillation_loss(student, teacher[:, :2], labels, alpha=0.5, temperature=2.0)
     with pytest.raises(ValueError):
         distillation_loss(student, teacher, labels[:3], alpha=0.5, temperature=2.0)
+
+
+def test_without_counts_the_terms_are_the_batch_means_as_before(batch):
+    """kd_count / ce_count equal to the batch's own rows (one process, no accumulation) change nothing, to the bit."""
+    student, teacher, _ = batch
+    teacher = teacher.clone()
+    teacher[2] = float("nan")
+    labels = torch.tensor([0, -1, 2, -1, -1, 0])
+    plain, plain_parts = distillation_loss(student, teacher, labels, alpha=0.3, temperature=2.0)
+    kd_rows, gold_rows = loss_row_counts(labels, teacher)
+    assert (kd_rows.item(), gold_rows.item()) == (5.0, 3.0)
+    counted, parts = distillation_loss(student, teacher, labels, alpha=0.3, temperature=2.0,
+                                       kd_count=kd_rows, ce_count=gold_rows)
+    assert counted.item() == plain.item()
+    assert parts["kd"].item() == plain_parts["kd"].item() and parts["ce"].item() == plain_parts["ce"].item()
+    # the batchmean of the KD term and the gold-row mean of the CE term, written out
+    has_t, gold = ~torch.isnan(teacher).any(-1), labels >= 0
+    expected = 0.3 * 4 * _manual_kl(student[has_t], teacher[has_t], 2.0) + 0.7 * F.cross_entropy(student[gold],
+                                                                                                 labels[gold])
+    assert torch.allclose(plain, expected, atol=1e-5)
+    assert loss_row_counts(labels, None).tolist() == [0.0, 3.0]
+
+
+def test_parts_with_the_whole_step_counts_add_up_to_the_whole_batch():
+    """A step split into parts with different numbers of gold rows (processes, accumulation micro-batches): with the
+    step's counts the parts' losses and gradients add up to the whole batch's; per-part means do not."""
+    g = torch.Generator().manual_seed(1)
+    student = torch.randn(8, 3, generator=g, requires_grad=True)
+    teacher = torch.randn(8, 3, generator=g) * 2
+    teacher[5] = float("nan")  # a gold row without teacher logits
+    labels = torch.tensor([0, 2, 1, 1, 2, 0, -1, -1])  # parts [0:4] and [4:8]: 4 and 2 gold rows, 4 and 3 KD rows
+    whole, _ = distillation_loss(student, teacher, labels, alpha=0.4, temperature=3.0)
+    (whole_grad,) = torch.autograd.grad(whole, student)
+
+    parts = [slice(0, 4), slice(4, 8)]
+    kd_count, ce_count = sum(loss_row_counts(labels[p], teacher[p]) for p in parts)
+    assert (kd_count.item(), ce_count.item()) == (7.0, 6.0)
+    summed = sum(distillation_loss(student[p], teacher[p], labels[p], alpha=0.4, temperature=3.0,
+                                   kd_count=kd_count, ce_count=ce_count)[0] for p in parts)
+    (summed_grad,) = torch.autograd.grad(summed, student)
+    assert torch.allclose(summed, whole, atol=1e-6)
+    assert torch.allclose(summed_grad, whole_grad, atol=1e-6)
+
+    averaged = sum(distillation_loss(student[p], teacher[p], labels[p], alpha=0.4, temperature=3.0)[0]
+                   for p in parts) / 2
+    assert abs(averaged.item() - whole.item()) > 1e-3  # why the counts are needed
+    # a part with no row for a term contributes 0 to it, and a count below the part's rows is refused
+    none = torch.full((4,), -1)
+    loss, parts_ = distillation_loss(student[:4], None, none, alpha=0.4, temperature=3.0, kd_count=0.0, ce_count=6.0)
+    assert loss.item() == 0.0 and parts_["ce"].item() == 0.0
+    with pytest.raises(ValueError, match="ce_count"):
+        distillation_loss(student[:4], teacher[:4], labels[:4], alpha=0.4, temperature=3.0, kd_count=7.0,
+                          ce_count=3.0)

@@ -13,6 +13,13 @@ If a batch has no row for a term, that term contributes 0 and the weights are **
 unlabelled rows gives ``alpha * kd`` only, not ``kd``. This keeps every batch on the same scale as the
 configured mix, so alpha keeps its meaning across batches with different label coverage.
 
+When a batch is one part of an optimizer step (one micro-batch of several accumulation steps, or one process's
+share under DDP), the per-batch means above are not the step's means: a process holding 1 gold row of the step's 6
+would weigh that row like the other process's 5 together. ``kd_count`` and ``ce_count`` give the term's row count over
+the whole step (``loss_row_counts`` summed over its micro-batches and processes); each term is then this batch's sum
+over its rows divided by that count, and the terms of the step's batches add up to the step's means. Without them
+(the default) each term is the mean over this batch's rows.
+
 The T^2 factor (Hinton et al., 2015) keeps the KD gradients' magnitude roughly independent of T. Teacher logits
 are detached: gradients reach the student only.
 """
@@ -23,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["distillation_loss"]
+__all__ = ["distillation_loss", "loss_row_counts"]
 
 
 def distillation_loss(
@@ -32,6 +39,9 @@ def distillation_loss(
     labels: Tensor,
     alpha: float,
     temperature: float,
+    *,
+    kd_count: Tensor | float | None = None,
+    ce_count: Tensor | float | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Return ``(loss, parts)`` for one batch.
 
@@ -41,11 +51,15 @@ def distillation_loss(
         labels: ``[B]`` long gold class ids; negative (``-1``) means no gold label (KD only).
         alpha: weight of the KD term in ``[0, 1]``; ``1 - alpha`` weighs the CE term.
         temperature: T > 0, softens both distributions of the KD term.
+        kd_count: the number of rows the KD term is averaged over (rows with teacher logits in the whole optimizer
+            step, at least this batch's); ``None``: this batch's.
+        ce_count: the same for the CE term (rows with a gold label).
 
     Returns:
         ``loss``: a scalar with a graph to ``student_logits``.
-        ``parts``: detached scalars for logging: ``"kd"`` = T^2 * KL (the KD term before the alpha weight) and
-        ``"ce"`` = cross-entropy (before the ``1 - alpha`` weight); 0 when the batch has no row for the term.
+        ``parts``: detached scalars for logging, means over this batch's rows whatever the counts: ``"kd"`` = T^2 *
+        KL (the KD term before the alpha weight) and ``"ce"`` = cross-entropy (before the ``1 - alpha`` weight); 0
+        when the batch has no row for the term.
     """
     if student_logits.dim() != 2:
         raise ValueError(f"student_logits must be [B, C], got shape {tuple(student_logits.shape)}")
@@ -65,22 +79,52 @@ def distillation_loss(
     zero = student.sum() * 0.0  # []
 
     # ---- KD term over rows with teacher logits
-    kd = zero
+    kd = kd_mean = zero
     if teacher_logits is not None:
         teacher = teacher_logits.detach().to(device=student.device, dtype=torch.float32)  # [B, C]
-        has_teacher = ~torch.isnan(teacher).any(dim=-1)  # [B] bool
-        if bool(has_teacher.any()):
+        has_teacher = _has_teacher(teacher)  # [B] bool
+        rows = int(has_teacher.sum())
+        if rows:
             s_log = F.log_softmax(student[has_teacher] / temperature, dim=-1)  # [Bt, C]
             t_log = F.log_softmax(teacher[has_teacher] / temperature, dim=-1)  # [Bt, C]
-            # KL(p_teacher || p_student), summed over classes, averaged over the Bt teacher rows.
-            kl = F.kl_div(s_log, t_log, reduction="batchmean", log_target=True)  # []
-            kd = kl * (temperature**2)
+            # KL(p_teacher || p_student), summed over classes and over the Bt teacher rows (batchmean = this / Bt)
+            kl_sum = F.kl_div(s_log, t_log, reduction="sum", log_target=True)  # []
+            kd_mean = kl_sum / rows * (temperature**2)
+            kd = kd_mean if kd_count is None else kl_sum / _checked(kd_count, rows, "kd_count") * (temperature**2)
 
     # ---- CE term over rows with a gold label
-    ce = zero
-    has_gold = labels.to(student.device) >= 0  # [B] bool
-    if bool(has_gold.any()):
-        ce = F.cross_entropy(student[has_gold], labels.to(student.device)[has_gold].long())  # []
+    ce = ce_mean = zero
+    has_gold = _has_gold(labels.to(student.device))  # [B] bool
+    rows = int(has_gold.sum())
+    if rows:
+        ce_sum = F.cross_entropy(student[has_gold], labels.to(student.device)[has_gold].long(), reduction="sum")
+        ce_mean = ce_sum / rows
+        ce = ce_mean if ce_count is None else ce_sum / _checked(ce_count, rows, "ce_count")
 
     loss = alpha * kd + (1.0 - alpha) * ce  # no renormalisation when a term has no rows
-    return loss, {"kd": kd.detach(), "ce": ce.detach()}
+    return loss, {"kd": kd_mean.detach(), "ce": ce_mean.detach()}
+
+
+def loss_row_counts(labels: Tensor, teacher_logits: Tensor | None) -> Tensor:
+    """``[rows with teacher logits, rows with a gold label]`` of a batch (float32 ``[2]``, on ``labels``' device):
+    the rows each term of :func:`distillation_loss` averages over. Summed over the batches of an optimizer step,
+    they are its ``kd_count`` and ``ce_count``."""
+    kd_rows = torch.zeros((), device=labels.device) if teacher_logits is None else (
+        _has_teacher(teacher_logits.detach().to(labels.device)).sum())
+    return torch.stack([kd_rows, _has_gold(labels).sum()]).float()
+
+
+def _has_teacher(teacher_logits: Tensor) -> Tensor:
+    """``[B]`` bool: the row has teacher logits (no NaN)."""
+    return ~torch.isnan(teacher_logits).any(dim=-1)
+
+
+def _has_gold(labels: Tensor) -> Tensor:
+    """``[B]`` bool: the row has a gold label (``-1`` and ``-100`` mean none)."""
+    return labels >= 0
+
+
+def _checked(count: Tensor | float, rows: int, name: str) -> Tensor | float:
+    if float(count) < rows:
+        raise ValueError(f"{name} ({float(count):g}) is less than this batch's {rows} rows for the term")
+    return count

@@ -59,7 +59,7 @@ def label_word_class_logits(next_token_logits: torch.Tensor, label_token_ids: Se
 class VerbalizerTrainer(Trainer):
     """``Trainer`` whose loss is CE over the label-word class logits at the last (left-padded) prompt position."""
 
-    loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean (see trainer.DistillationTrainer)
+    loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean: the Trainer divides it by the GA steps
 
     def __init__(self, *args: Any, label_token_ids: Sequence[Sequence[int]], keeps_last: bool, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -1,7 +1,9 @@
 """Student training: a ``transformers.Trainer`` whose loss is ``losses.distillation_loss``.
 
-``DistillationTrainer`` overrides ``compute_loss`` only (plus a small ``log`` hook, as TRL's trainers do, that adds
-the running means of the loss parts to each log record as ``kd_loss`` / ``ce_loss``). Batches carry ``labels``
+``DistillationTrainer`` overrides ``compute_loss``, ``get_batch_samples`` (the Trainer's hook that counts the rows
+of an optimizer step for the loss's normalisation; here the rows of each loss term over every accumulation
+micro-batch and process) and a small ``log`` hook, as TRL's trainers have, that adds the running means of the loss
+parts to each log record as ``kd_loss`` / ``ce_loss``. Batches carry ``labels``
 (``[B]`` long, ``-1`` = no gold label) and ``teacher_logits`` (``[B, 3]`` float32, NaN rows = no teacher logits)
 next to the tokenized inputs; ``DistillationCollator`` builds them.
 
@@ -40,7 +42,7 @@ from findistill.distributed import on_main
 from findistill.errors import DataError, first_line
 from findistill.evaluate import classification_metrics
 from findistill.io_utils import atomic_write_text
-from findistill.losses import distillation_loss
+from findistill.losses import distillation_loss, loss_row_counts
 from findistill.student import build_student, count_parameters
 
 __all__ = [
@@ -128,11 +130,19 @@ class DistillationCollator:
 
 
 class DistillationTrainer(Trainer):
-    """``Trainer`` with the distillation loss; ``alpha`` and ``temperature`` are constructor keywords."""
+    """``Trainer`` with the distillation loss; ``alpha`` and ``temperature`` are constructor keywords.
 
-    # compute_loss returns a per-batch mean: the Trainer must divide it by the gradient-accumulation steps.
-    # (transformers 5 otherwise assumes models whose forward takes **kwargs already did so.)
-    loss_is_scaled_for_ga = False
+    Each term of a training step's loss is the mean over the step's rows for that term (rows with teacher logits for
+    KD, gold rows for CE), across every accumulation micro-batch and every process: ``get_batch_samples`` counts
+    them (``losses.loss_row_counts``, summed over the processes) and passes the counts as ``num_items_in_batch``, and
+    ``compute_loss`` divides each micro-batch's sums by them. Averaging per micro-batch instead would weigh a
+    process's (or micro-batch's) 1 gold row like another's 5 when batches mix gold and transfer rows. In one process
+    without accumulation this is the batch mean, as before.
+    """
+
+    # compute_loss is normalised by the whole step's row counts: the Trainer must not divide it by the accumulation
+    # steps again.
+    loss_is_scaled_for_ga = True
 
     def __init__(self, *args: Any, alpha: float = 0.5, temperature: float = 2.0, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -151,17 +161,37 @@ class DistillationTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        # num_items_in_batch is unused: both terms are per-batch means (see loss_is_scaled_for_ga).
         inputs = dict(inputs)
         labels = inputs.pop("labels")  # [B]
         teacher_logits = inputs.pop("teacher_logits", None)  # [B, C] or None
         outputs = model(**inputs)
         student_logits = outputs.logits  # [B, C]
-        loss, parts = distillation_loss(student_logits, teacher_logits, labels, self.alpha, self.temperature)
+        # training: num_items_in_batch holds get_batch_samples' counts [KD rows, gold rows] of the whole step;
+        # evaluation (and a training_step called without them, right without accumulation only): per-batch means
+        counts = num_items_in_batch if model.training and torch.is_tensor(num_items_in_batch) else None
+        if counts is None:
+            loss, parts = distillation_loss(student_logits, teacher_logits, labels, self.alpha, self.temperature)
+        else:
+            loss, parts = distillation_loss(student_logits, teacher_logits, labels, self.alpha, self.temperature,
+                                            kd_count=counts[0], ce_count=counts[1])
+            # DDP (and FSDP / ZeRO) average the processes' gradients; the step's loss is the sum of their parts
+            loss = loss * self.accelerator.num_processes
         mode = "train" if model.training else "eval"
         for name, value in parts.items():
             self._loss_parts[mode][f"{name}_loss"].append(value)
         return (loss, outputs) if return_outputs else loss
+
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: torch.device) -> tuple[list, Any]:
+        """The micro-batches of one optimizer step and, as ``num_items_in_batch``, the step's row counts over every
+        process: ``[rows with teacher logits, rows with a gold label]`` (float32 ``[2]`` on ``device``)."""
+        batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        counts = torch.zeros(2)
+        for batch in batch_samples:
+            counts += loss_row_counts(batch["labels"].cpu(), batch.get("teacher_logits")).cpu()
+        counts = counts.to(device)
+        if self.accelerator.num_processes > 1:  # a collective: every process fetches the same number of steps
+            counts = self.accelerator.reduce(counts, reduction="sum")
+        return batch_samples, counts
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the mean ``kd_loss`` / ``ce_loss`` since the last log (``eval_`` prefixed after evaluation)."""

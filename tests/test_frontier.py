@@ -11,26 +11,32 @@ import yaml
 from conftest import load_benchmark, make_rows
 
 
-def test_frontier_cells_resume_and_report(tmp_path, tiny_bert_classifier_dir, tiny_bert_dir, tiny_tfns_dir):
+def _write_config(tmp_path, teacher_dir, student_dir, n_transfer: int, cross_fit_folds: int = 0):
+    """A tiny frontier config (teacher fine-tuned in full, transfer tweets with topic labels that must be ignored)."""
     transfer = tmp_path / "topic.csv"
     with open(transfer, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["text", "label"])
-        writer.writerows([(f"{text} https://t.co/{i}", 5) for i, (text, _) in enumerate(make_rows(40, 9))])
+        writer.writerows([(f"{text} https://t.co/{i}", 5) for i, (text, _) in enumerate(make_rows(n_transfer, 9))])
     config = {
         "name": "tiny-frontier",
         "data": {"dev_fraction": 0.2, "transfer_files": [str(transfer)]},
-        "teacher": {"kind": "classifier", "model": str(tiny_bert_classifier_dir), "name": "tiny-teacher",
+        "teacher": {"kind": "classifier", "model": str(teacher_dir), "name": "tiny-teacher",
                     "batch_size": 16, "max_length": 24,
                     "finetune": {"enabled": True, "method": "head", "parameters": "full", "epochs": 1,
-                                 "learning_rate": 1e-3}},
-        "student": {"model": str(tiny_bert_dir), "name": "tiny-bert", "method": "full", "max_length": 24},
+                                 "learning_rate": 1e-3, "cross_fit_folds": cross_fit_folds}},
+        "student": {"model": str(student_dir), "name": "tiny-bert", "method": "full", "max_length": 24},
         "train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "logging_steps": 2, "selection": "steps",
                   "selection_steps": 3},
         "eval": {"bootstrap_samples": 200},
     }
     path = tmp_path / "frontier.yaml"
     path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_frontier_cells_resume_and_report(tmp_path, tiny_bert_classifier_dir, tiny_bert_dir, tiny_tfns_dir):
+    path = _write_config(tmp_path, tiny_bert_classifier_dir, tiny_bert_dir, 40)
     bench, out, runs = load_benchmark("frontier"), tmp_path / "out", tmp_path / "runs"
     common = ["--config", str(path), "--out", str(out), "--run-dir", str(runs), "--data-dir", str(tiny_tfns_dir),
               "--sizes", "1", "--seeds", "2"]
@@ -101,24 +107,7 @@ def test_a_cell_claimed_by_a_live_worker_is_skipped_and_a_dead_workers_claim_is_
 
 def test_out_of_fold_cells_are_compared_with_in_fold_labels_and_report_each_fold_teacher(
         tmp_path, tiny_bert_classifier_dir, tiny_bert_dir, tiny_tfns_dir):
-    transfer = tmp_path / "topic.csv"
-    with open(transfer, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["text", "label"])
-        writer.writerows([(f"{text} https://t.co/{i}", 5) for i, (text, _) in enumerate(make_rows(20, 9))])
-    config = {
-        "name": "tiny-oof",
-        "data": {"dev_fraction": 0.2, "transfer_files": [str(transfer)]},
-        "teacher": {"kind": "classifier", "model": str(tiny_bert_classifier_dir), "name": "tiny-teacher",
-                    "batch_size": 16, "max_length": 24,
-                    "finetune": {"enabled": True, "method": "head", "parameters": "full", "epochs": 1,
-                                 "learning_rate": 1e-3, "cross_fit_folds": 2}},
-        "student": {"model": str(tiny_bert_dir), "name": "tiny-bert", "method": "full", "max_length": 24},
-        "train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "logging_steps": 2},
-        "eval": {"bootstrap_samples": 100},
-    }
-    path = tmp_path / "oof.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = _write_config(tmp_path, tiny_bert_classifier_dir, tiny_bert_dir, 20, cross_fit_folds=2)
     bench, out, runs = load_benchmark("frontier"), tmp_path / "out", tmp_path / "runs"
     assert bench.main(["--config", str(path), "--out", str(out), "--run-dir", str(runs), "--data-dir",
                        str(tiny_tfns_dir), "--sizes", "1", "--seeds", "1",

@@ -10,8 +10,9 @@ training with its source's gold label and its own teacher soft label) and ``kd_f
 optimizer steps the KD-only student takes over its epochs, so the augmented students see the same number of
 examples, not more. The variants share work through one cache folder (``cache.dir`` = ``<run-dir>/cache``): the
 teacher labels each text once and the filtered run reads the unfiltered run's paraphrases (both are keyed by
-content, so a file is only reused when it matches). Output: ``<out>/results.json`` (results contract; ``augmentation`` = the filtered variant's counts,
-``augmentation_unfiltered`` the other's) and ``<out>/report.md`` with paired bootstrap CIs against KD alone.
+content, so a file is only reused when it matches). Output: ``<out>/results.json`` (results contract;
+``augmentation`` = the filtered variant's counts, ``augmentation_unfiltered`` the other's) and ``<out>/report.md``
+with paired bootstrap CIs against KD alone.
 """
 
 from __future__ import annotations

@@ -431,7 +431,8 @@ def render(results: dict[str, Any], config_yaml: str) -> str:
     if results.get("teacher_folds"):
         lines += ["", "## Cross-fitted teachers (dev split)", "", "Each labels the training rows it did not see "
                   "(`kd_transfer_oof`); the teacher above, fine-tuned on every training row, labels the rest.", "",
-                  "| teacher | training texts | selected epoch | dev accuracy | dev macro-F1 |", "|---|---:|---:|---:|---:|"]
+                  "| teacher | training texts | selected epoch | dev accuracy | dev macro-F1 |",
+                  "|---|---:|---:|---:|---:|"]
         for f in results["teacher_folds"]:
             best = f["best"] or {}
             lines.append(f"| {f['fold']} | {f['train_examples']:,} | {f['best_epoch']} | "

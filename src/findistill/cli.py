@@ -73,7 +73,7 @@ def parse_shard(value: str) -> tuple[int, int]:
 
 
 def label_main(argv: list[str]) -> int:
-    from findistill.pipeline import logits_cache_dir, run
+    from findistill.pipeline import cache_folder, run
 
     p = _parser("label", "Write the teacher's class logits for every evaluation, training and transfer text to "
                          "the chunked cache (<out>/cache, or cache.dir).")
@@ -84,7 +84,7 @@ def label_main(argv: list[str]) -> int:
     shard = parse_shard(args.shard) if args.shard is not None else None
     config, out, data_dir = _load(args)
     run(config, out, data_dir, stages=("teacher_finetune", "label"), shard=shard)
-    _tell(f"teacher logits cached under {logits_cache_dir(config, out)}")
+    _tell(f"teacher logits cached under {cache_folder(config, out, 'cache')}")
     return 0
 
 

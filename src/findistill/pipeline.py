@@ -296,12 +296,11 @@ class Run:
 
     @property
     def cache_dir(self) -> Path:
-        return logits_cache_dir(self.config, self.out)
+        return cache_folder(self.config, self.out, "cache")
 
     @property
     def paraphrase_dir(self) -> Path:
-        """Where paraphrase files are cached: ``cache.dir`` when set (shared by runs), else ``<run>/augment``."""
-        return Path(self.config.cache.dir) if self.config.cache.dir else self.out / "augment"
+        return cache_folder(self.config, self.out, "augment")
 
     @property
     def teacher(self):
@@ -749,9 +748,10 @@ class Run:
         self._finish("analyze")
 
 
-def logits_cache_dir(config: RunConfig, out: Path) -> Path:
-    """Where a run caches teacher logits: ``cache.dir`` when set (shared by runs), else ``<run>/cache``."""
-    return Path(config.cache.dir) if config.cache.dir else Path(out) / "cache"
+def cache_folder(config: RunConfig, out: Path, own: str) -> Path:
+    """Where a run caches content-keyed files: ``cache.dir`` when set (shared by runs), else ``<run>/<own>``
+    (``cache`` for teacher logits, ``augment`` for paraphrases)."""
+    return Path(config.cache.dir) if config.cache.dir else Path(out) / own
 
 
 def run(config: RunConfig, out_dir: str | Path, data_dir: str | None = None, stages: tuple[str, ...] = STAGES,

@@ -41,6 +41,39 @@ def test_run_batches_restores_the_input_order():
     assert run_batches([], 4, 3, forward, progress=False).shape == (0, 3)
 
 
+def test_run_batches_with_workers_runs_batches_at_once_and_keeps_the_order():
+    import threading
+
+    lengths = [3, 9, 1, 7, 7, 2, 4, 4, 8]
+    both_running = threading.Barrier(2, timeout=10)  # the first and the last batch wait for each other: run one
+    threads = set()
+
+    def forward(idx):
+        if 1 in idx.tolist() or 2 in idx.tolist():  # after the other (serially), the wait times out
+            both_running.wait()
+        threads.add(threading.current_thread().name)
+        return np.stack([idx * 10.0, idx + 0.5], axis=1)
+
+    batches = [b.tolist() for b in sorted_batches(lengths, 2)]
+    assert 1 in batches[0] and 2 in batches[-1] and len(batches) == 5
+    out = run_batches(lengths, 2, 2, forward, progress=False, workers=2)
+    np.testing.assert_array_equal(out[:, 0], np.arange(9) * 10.0)
+    np.testing.assert_array_equal(out[:, 1], np.arange(9) + 0.5)
+    assert len(threads) == 2 and all(name.startswith("findistill-batch") for name in threads)
+    with pytest.raises(ValueError, match="workers"):
+        run_batches(lengths, 2, 2, forward, progress=False, workers=0)
+
+
+def test_run_batches_with_workers_passes_a_failure_on():
+    def forward(idx):
+        if 0 in idx.tolist():
+            raise RuntimeError("batch failed")
+        return np.zeros((len(idx), 1))
+
+    with pytest.raises(RuntimeError, match="batch failed"):
+        run_batches([1, 2, 3, 4, 5, 6], 2, 1, forward, progress=False, workers=2)
+
+
 def test_predict_texts_pads_each_batch_and_keeps_the_order(tokenizer):
     texts = ["stocks rally", "", "the company reported a loss in the third quarter", "shares fell"]
     real = [len(tokenizer(t)["input_ids"]) for t in texts]

@@ -28,30 +28,47 @@ def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
 
 
 def run_batches(lengths: Sequence[int], batch_size: int, width: int, forward: Callable[[np.ndarray], Any],
-                progress: bool | None = True, desc: str | None = None) -> np.ndarray:
+                progress: bool | None = True, desc: str | None = None, workers: int = 1) -> np.ndarray:
     """``[N, width]`` float32 in input order: ``forward(indices)`` returns the ``[B, width]`` rows of one batch of
     :func:`sorted_batches`. A progress bar (``desc``) counts the rows when ``progress`` is True; None shows it on a
-    terminal only and clears it when done (the dev evaluations repeated during training)."""
+    terminal only and clears it when done (the dev evaluations repeated during training).
+
+    ``workers > 1`` runs that many batches at once on a thread pool (``forward`` must then be thread-safe and
+    release the GIL while it computes, as an onnxruntime session does); the rows land in the same places.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import ExitStack
+
     from tqdm.auto import tqdm
 
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    batches = sorted_batches(lengths, batch_size)
     out = np.zeros((len(lengths), width), dtype=np.float32)
-    with tqdm(total=len(lengths), desc=desc, unit="text", disable=None if progress is None else not progress,
-              leave=bool(progress)) as bar:
-        for idx in sorted_batches(lengths, batch_size):
-            out[idx] = np.asarray(forward(idx), dtype=np.float32)
+    with ExitStack() as stack:
+        bar = stack.enter_context(tqdm(total=len(lengths), desc=desc, unit="text", leave=bool(progress),
+                                       disable=None if progress is None else not progress))
+        results = map(forward, batches)
+        if workers > 1 and len(batches) > 1:
+            pool = ThreadPoolExecutor(min(workers, len(batches)), thread_name_prefix="findistill-batch")
+            stack.callback(pool.shutdown, cancel_futures=True)  # a failed batch cancels the ones not started
+            results = pool.map(forward, batches)  # results in batch order
+        for idx, rows in zip(batches, results):
+            out[idx] = np.asarray(rows, dtype=np.float32)
             bar.update(len(idx))
     return out
 
 
 def predict_texts(tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int, width: int,
                   forward: Callable[[Any], Any], return_tensors: str = "np", progress: bool | None = True,
-                  desc: str | None = None) -> np.ndarray:
+                  desc: str | None = None, workers: int = 1) -> np.ndarray:
     """``[N, width]`` float32 in the order of ``texts``: each text tokenized once (cut to ``max_length``), then
     ``forward(batch)`` on every length-sorted batch, padded by ``tokenizer.pad`` (on ``tokenizer.padding_side``)
     into ``return_tensors`` ("np" or "pt").
 
     A text that encodes to no tokens (an empty text, with a tokenizer that adds no special tokens) becomes one
-    unk / eos / bos / pad token, so that no row is all padding.
+    unk / eos / bos / pad token, so that no row is all padding. ``workers``: as in :func:`run_batches` (each
+    worker pads its own batch; ``tokenizer.pad`` keeps no state between calls).
     """
     _check_batch_size(batch_size)
     texts = list(texts)
@@ -71,7 +88,8 @@ def predict_texts(tokenizer: Any, texts: Sequence[str], max_length: int, batch_s
         return forward(tokenizer.pad({key: [values[i] for i in idx] for key, values in columns.items()},
                                      return_tensors=return_tensors))
 
-    return run_batches([len(row) for row in ids], batch_size, width, run, progress=progress, desc=desc)
+    return run_batches([len(row) for row in ids], batch_size, width, run, progress=progress, desc=desc,
+                       workers=workers)
 
 
 def _filler_token_id(tokenizer: Any) -> int:

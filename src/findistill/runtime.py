@@ -130,15 +130,21 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class Classifier:
-    """A loaded variant: ``predict_proba(texts) -> [N, C]``, ``labels`` and ``classify(texts)``."""
+    """A loaded variant: ``predict_proba(texts) -> [N, C]``, ``labels`` and ``classify(texts)``.
+
+    ``forward`` runs one batch. ``parallel``, when given, is ``(forward, workers)``: a thread-safe forward used when a
+    call has several batches, ``workers`` of them at once.
+    """
 
     def __init__(self, folder: Path, variant: str, tokenizer, config, forward: Callable[[dict], np.ndarray],
-                 input_names: Sequence[str], max_length: int, name: str, marker: dict[str, Any] | None = None):
+                 input_names: Sequence[str], max_length: int, name: str, marker: dict[str, Any] | None = None,
+                 parallel: tuple[Callable[[dict], np.ndarray], int] | None = None):
         self.folder = folder
         self.variant = variant
         self.tokenizer = tokenizer
         self.config = config
         self._forward = forward
+        self._parallel = parallel
         self.input_names = list(input_names)
         self.max_length = max_length
         self.name = name
@@ -154,15 +160,18 @@ class Classifier:
 
     def predict_logits(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Raw class logits ``[N, C]`` float32, in input order."""
+        run, workers = self._forward, 1
+        if self._parallel is not None and len(texts) > batch_size:
+            run, workers = self._parallel
 
         def forward(batch: Any) -> np.ndarray:
             ids = np.asarray(batch["input_ids"], dtype=np.int64)
             # an input the tokenizer does not give (e.g. token_type_ids) is a single segment: zeros
-            return self._forward({name: np.asarray(batch[name], dtype=np.int64) if name in batch
-                                  else np.zeros_like(ids) for name in self.input_names})
+            return run({name: np.asarray(batch[name], dtype=np.int64) if name in batch
+                        else np.zeros_like(ids) for name in self.input_names})
 
         return predict_texts(self.tokenizer, texts, self.max_length, batch_size, len(self.labels), forward,
-                             progress=progress, desc=self.name)
+                             progress=progress, desc=self.name, workers=workers)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Class probabilities ``[N, C]`` (columns in ``labels`` order), in input order: ``softmax(logits / T)``
@@ -252,11 +261,11 @@ def _load_torch_int8(folder: Path, config):
     return model
 
 
-def onnx_session(path: Path, threads: int | None = None):
+def onnx_session(path: Path, threads: int):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or os.cpu_count() or 1
+    opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     try:
@@ -269,12 +278,14 @@ def load_classifier(model_dir: str | Path, max_length: int | None = None, thread
     """Load a student variant folder (fp32, torch-int8, onnx or onnx-int8; detected) as a :class:`Classifier`.
 
     ``max_length`` defaults to the export marker's, else the ``student.max_length`` of the run config saved next
-    to the model (``findistill_config.yaml``), else 128. ``threads`` sets onnxruntime's intra-op threads
-    (default: all cores).
+    to the model (``findistill_config.yaml``), else 128. ``threads`` (default: all cores) is what an onnx variant
+    uses: a call that fits in one batch runs on a session with that many intra-op threads (batch-1 latency); a call
+    of several batches runs that many batches at once, each on one core of a second, single-threaded session
+    (made on first use), which gave more texts/s over a file than intra-op threads on 2 cores (README, Deployment).
     """
     folder = Path(model_dir)
     variant = detect_variant(folder)
-    marker = read_marker(folder)
+    marker, parallel = read_marker(folder), None
     tokenizer = _load_tokenizer(folder)
     config = _load_config(folder)
     if max_length is None:
@@ -291,11 +302,32 @@ def load_classifier(model_dir: str | Path, max_length: int | None = None, thread
         path = folder / ONNX_FILE
         if not path.is_file():
             raise ModelError(f"{folder}: {ONNX_FILE} is missing")
-        session = onnx_session(path, threads)
-        inputs = [i.name for i in session.get_inputs()]
-        output = session.get_outputs()[0].name
+        threads = threads or os.cpu_count() or 1
+        forward = _OnnxForward(path, threads)
+        inputs = [i.name for i in forward.session.get_inputs()]  # made now: a bad file fails at load
+        if threads > 1:
+            parallel = (_OnnxForward(path, 1), threads)
+    return Classifier(folder, variant, tokenizer, config, forward, inputs, int(max_length), name, marker, parallel)
 
-        def forward(feed: dict) -> np.ndarray:
-            return np.asarray(session.run([output], feed)[0], dtype=np.float32)
 
-    return Classifier(folder, variant, tokenizer, config, forward, inputs, int(max_length), name, marker)
+class _OnnxForward:
+    """``feed -> logits`` on ``model.onnx`` with ``threads`` intra-op threads. The session is made on first use;
+    calls may come from several threads (onnxruntime allows concurrent ``run`` calls and releases the GIL in them)."""
+
+    def __init__(self, path: Path, threads: int):
+        import threading
+
+        self.path, self.threads = path, threads
+        self._session = None
+        self._lock = threading.Lock()
+
+    @property
+    def session(self):
+        with self._lock:
+            if self._session is None:
+                self._session = onnx_session(self.path, self.threads)
+            return self._session
+
+    def __call__(self, feed: dict) -> np.ndarray:
+        session = self.session
+        return np.asarray(session.run([session.get_outputs()[0].name], feed)[0], dtype=np.float32)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shlex
 import statistics
 import sys
@@ -237,7 +238,7 @@ def run_cell(run, cell: Cell, folder: Path) -> dict[str, Any]:
 def time_size(run, size: int, cells_dir: Path, out_dir: Path) -> dict[str, Any] | None:
     """onnx-int8 export of the first seed's distilled student with the best dev score (else CE-only), timed here."""
     from findistill.export import export
-    from findistill.runtime import load_classifier
+    from findistill.runtime import Classifier, load_classifier, onnx_session
 
     kept = [json.loads(p.read_text()) for p in cells_dir.glob(f"L{size}_*_s{SEEDS[0]}/cell.json")
             if (p.parent / "student" / "config.json").is_file()]
@@ -250,12 +251,19 @@ def time_size(run, size: int, cells_dir: Path, out_dir: Path) -> dict[str, Any] 
     report = export(source, export_dir, eval_texts=ev.texts, eval_labels=ev.labels,
                     max_length=run.config.student.max_length, variants=["onnx-int8"])
     clf = load_classifier(export_dir / "onnx-int8")  # load excluded from every timing below
-    clf.predict_proba(ev.texts[:64])  # warm-up
-    file_runs = []
+    # the same file on one onnxruntime session with intra-op threads, batches one after another (how predict ran
+    # before it ran several batches at once); the two are timed in turn, so a slow spell of the machine hits both
+    session = onnx_session(export_dir / "onnx-int8" / "model.onnx", os.cpu_count() or 1)
+    intra_op = Classifier(clf.folder, clf.variant, clf.tokenizer, clf.config, lambda feed: session.run(None, feed)[0],
+                          clf.input_names, clf.max_length, clf.name, clf.marker)
+    for warm in (clf, intra_op):
+        warm.predict_proba(ev.texts, batch_size=64)
+    file_runs, intra_op_runs = [], []
     for _ in range(3):
-        start = time.perf_counter()
-        clf.predict_proba(ev.texts, batch_size=64)
-        file_runs.append(time.perf_counter() - start)
+        for runs, timed in ((file_runs, clf), (intra_op_runs, intra_op)):
+            start = time.perf_counter()
+            timed.predict_proba(ev.texts, batch_size=64)
+            runs.append(time.perf_counter() - start)
     latencies = []
     for text in ev.texts[:300]:
         start = time.perf_counter()
@@ -264,6 +272,8 @@ def time_size(run, size: int, cells_dir: Path, out_dir: Path) -> dict[str, Any] 
     fp32, int8 = report["variants"]["fp32"], report["variants"]["onnx-int8"]
     return {"size": size, "source": str(source), "variant": variant, "n_texts": len(ev),
             "texts_per_s": round(len(ev) / min(file_runs), 1), "file_seconds": [round(s, 3) for s in file_runs],
+            "texts_per_s_intra_op_only": round(len(ev) / min(intra_op_runs), 1),
+            "file_seconds_intra_op_only": [round(s, 3) for s in intra_op_runs],
             "batch1_p50_ms": round(float(np.percentile(latencies, 50)), 2),
             "batch1_p95_ms": round(float(np.percentile(latencies, 95)), 2),
             "fp32_accuracy": fp32["accuracy"], "int8_accuracy": int8["accuracy"],
@@ -468,6 +478,18 @@ def render(results: dict[str, Any], config_yaml: str) -> str:
         for c in results["controls"]:
             lines.append(f"| L{c['size']} | {c['a']} | {c['b']} | {c['seed']} | {c['diff'] * 100:+.2f} "
                          f"[{c['ci'][0] * 100:+.2f}, {c['ci'][1] * 100:+.2f}] | {c['mcnemar_p']:.3g} |")
+    timed = [t for _, t in sorted(results["timing"].items())]
+    if timed:
+        lines += ["", "## Speed (onnx-int8, `findistill predict`'s classifier, all validation tweets, load excluded)",
+                  "", "Best of 3 runs each, the two ways timed in turn. Several batches at once: what `predict` does "
+                  "(one batch per core). One session, intra-op threads: one onnxruntime session with as many "
+                  "intra-op threads as cores, batches one after another.", "",
+                  "| size | student | measured | several batches at once (texts/s) | one session, intra-op threads "
+                  "(texts/s) | batch-1 p50 / p95 (ms) |", "|---|---|---|---:|---:|---:|"]
+        for t in timed:
+            lines.append(f"| L{t['size']} | {t['variant']} | {t['measured']} | {t['texts_per_s']} | "
+                         f"{t.get('texts_per_s_intra_op_only', 'not measured')} | "
+                         f"{t['batch1_p50_ms']} / {t['batch1_p95_ms']} |")
     lines += ["", "## Published TFNS results (validation split; for orientation, not re-measured)", "",
               "| model | params | accuracy | macro-F1 |", "|---|---:|---:|---:|"]
     for p in results["published"]:

@@ -80,6 +80,7 @@ def test_frontier_cells_resume_and_report(tmp_path, tiny_bert_classifier_dir, ti
     best_dev = max((c for c in map(json.loads, (p.read_text() for p in (runs / "cells").glob("L1_kd*_s42/cell.json")))),
                    key=lambda c: c["selected_dev_metric"])  # the distilled student dev prefers, never validation
     assert timing["variant"] == best_dev["label"] and timing["texts_per_s"] > 0 and timing["batch1_p50_ms"] > 0
+    assert timing["texts_per_s_intra_op_only"] > 0 and "## Speed (onnx-int8" in (out / "report.md").read_text()
     assert rows[(1, timing["variant"])]["params"] > 0
     assert (out / "frontier.png").stat().st_size > 0
 

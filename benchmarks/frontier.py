@@ -4,6 +4,7 @@
     taskset -c 1 python benchmarks/frontier.py --sizes 2 --variants ce   # any number of workers, e.g. one per core
     python benchmarks/frontier.py --timing                         # onnx-int8 speed per size (idle machine!)
     python benchmarks/frontier.py --report                         # rebuild results.json / report.md / plot
+    python benchmarks/frontier.py --sizes 6 --variants ce --learning-rate 8e-5   # CE-only at a rate of its own
 
 One teacher (``teacher`` in the config, fine-tuned on gold labels and selected on the dev split) labels the
 training split, the evaluation split and the transfer corpus (``data.transfer_files``) once; its logits live in the
@@ -25,7 +26,9 @@ is the fastest layout on a small CPU): each claims a cell (``<cell>/claim``, hol
 skips cells a live worker holds; the teacher is prepared by one worker while the others wait.
 ``--report`` merges whatever cells exist: per row the mean ± sd over seeds, each
 seed's accuracy with its bootstrap CI, and per seed the paired bootstrap and McNemar test of each variant against
-``ce``; a gain is called a gain only when the paired CI is above zero on every seed. ``--timing`` exports the first
+the CE-only row of its size with the best mean dev score (``ce``, or ``ce_lr<LR>`` from ``--learning-rate``: a
+recipe's learning rate may suit KD and not CE, so CE-only gets its own); a gain is called a gain only when the
+paired CI is above zero on every seed. ``--timing`` exports the first
 seed's ``kd_transfer`` student of each size to onnx-int8 and measures texts/s over the evaluation texts (the
 classifier ``findistill predict`` uses, model load excluded, batch 64, length-sorted) and batch-1 latency.
 """
@@ -69,19 +72,22 @@ class Cell:
     variant: str
     seed: int
     transfer_epochs: float = 1.0
+    learning_rate: float | None = None  # None: the config's train.learning_rate
 
     @property
     def label(self) -> str:
-        """The variant, with ``_te<E>`` when it runs E != 1 epochs over gold + transfer texts (a row of its own)."""
-        return label_of(self.variant, self.transfer_epochs)
+        """The variant, with ``_te<E>`` when it runs E != 1 epochs over gold + transfer texts and ``_lr<LR>`` when it
+        trains at another learning rate than the config's (each a row of its own)."""
+        return label_of(self.variant, self.transfer_epochs, self.learning_rate)
 
     @property
     def name(self) -> str:
         return f"L{self.size}_{self.label}_s{self.seed}"
 
 
-def label_of(variant: str, transfer_epochs: float) -> str:
-    return f"{variant}_te{transfer_epochs:g}" if variant in TRANSFER_VARIANTS and transfer_epochs != 1 else variant
+def label_of(variant: str, transfer_epochs: float, learning_rate: float | None = None) -> str:
+    label = f"{variant}_te{transfer_epochs:g}" if variant in TRANSFER_VARIANTS and transfer_epochs != 1 else variant
+    return label if learning_rate is None else f"{label}_lr{learning_rate:g}"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -93,6 +99,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--transfer-epochs", type=float, default=1.0,
                    help="epochs of the kd_transfer cells over gold + transfer texts (default: %(default)s); "
                         "ce_matched follows their step count; cells with E != 1 are rows of their own (_teE)")
+    p.add_argument("--learning-rate", type=float, default=None,
+                   help="train this invocation's cells at this rate instead of the config's train.learning_rate "
+                        "(rows of their own, _lrLR); the gains are taken against the CE-only row of each size with "
+                        "the best mean dev score")
     p.add_argument("--timing", action="store_true", help="measure onnx-int8 speed per size (needs idle cores)")
     p.add_argument("--report", action="store_true", help="only rebuild the report from the finished cells")
     p.add_argument("--run-dir", default=None, help="run folder (default: runs/<config name>, git-ignored)")
@@ -114,9 +124,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def grid(sizes: list[int], variants: list[str], seeds: int, transfer_epochs: float = 1.0) -> list[Cell]:
+def grid(sizes: list[int], variants: list[str], seeds: int, transfer_epochs: float = 1.0,
+         learning_rate: float | None = None) -> list[Cell]:
     """Seed-major order: a partial run leaves whole seeds of every size, not all seeds of one size."""
-    return [Cell(size, variant, seed, transfer_epochs) for seed in SEEDS[:seeds] for size in sizes
+    return [Cell(size, variant, seed, transfer_epochs, learning_rate) for seed in SEEDS[:seeds] for size in sizes
             for variant in variants]
 
 
@@ -209,7 +220,8 @@ def run_cell(run, cell: Cell, folder: Path) -> dict[str, Any]:
     config = run.config
     texts, labels, logits, max_steps = cell_data(run, cell)
     student_cfg = dataclasses.replace(config.student, num_layers=cell.size)
-    train_cfg = dataclasses.replace(config.train, seed=cell.seed, max_steps=max_steps)
+    train_cfg = dataclasses.replace(config.train, seed=cell.seed, max_steps=max_steps,
+                                    learning_rate=cell.learning_rate or config.train.learning_rate)
     dev, ev = run.splits.dev, run.splits.eval
     print(f"[frontier] {cell.name}: {len(texts)} texts, {'CE only' if logits is None else 'KD + CE'}"
           + (f", {max_steps} steps" if max_steps > 0 else ""), flush=True)
@@ -223,6 +235,7 @@ def run_cell(run, cell: Cell, folder: Path) -> dict[str, Any]:
         save_student(result.model, result.tokenizer, folder / "student")
     info = {"cell": cell.name, "size": cell.size, "variant": cell.variant, "label": cell.label, "seed": cell.seed,
             "transfer_epochs": cell.transfer_epochs if cell.variant in TRANSFER_VARIANTS else None,
+            "learning_rate": cell.learning_rate, "trained_learning_rate": train_cfg.learning_rate,
             "train_examples": len(texts), "train_steps": result.steps, "selected_step": result.selected_step,
             "selected_dev_metric": result.selected_dev_metric, "train_wall_time_s": round(result.wall_time_s, 1),
             "params": result.total_params, "eval_examples_per_s_fp32": round(len(ev) / eval_s, 1),
@@ -287,11 +300,11 @@ def time_size(run, size: int, cells_dir: Path, out_dir: Path) -> dict[str, Any] 
 
 def cell_label(info: dict[str, Any]) -> str:
     """A finished cell's row label; cells written before transfer epochs were recorded ran one."""
-    return label_of(info["variant"], info.get("transfer_epochs") or 1.0)
+    return label_of(info["variant"], info.get("transfer_epochs") or 1.0, info.get("learning_rate"))
 
 
-def _label_order(info: dict[str, Any]) -> tuple[int, float]:
-    return VARIANTS.index(info["variant"]), info.get("transfer_epochs") or 1.0
+def _label_order(info: dict[str, Any]) -> tuple[int, float, float]:
+    return VARIANTS.index(info["variant"]), info.get("transfer_epochs") or 1.0, info.get("learning_rate") or 0.0
 
 
 def paired(y: np.ndarray, a: dict[str, Any], b: dict[str, Any], ev_cfg) -> dict[str, Any]:
@@ -328,6 +341,15 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
     groups: dict[tuple[int, str], list[dict]] = {}
     for info in cells.values():
         groups.setdefault((info["size"], info["label"]), []).append(info)
+    ce_labels: dict[int, list[str]] = {}  # per size, its CE-only rows, the one with the best mean dev score first
+    for (size, label), members in sorted(groups.items(), key=lambda kv: -float(np.mean(
+            [m["selected_dev_metric"] or 0.0 for m in kv[1]]))):
+        if members[0]["variant"] == "ce":
+            ce_labels.setdefault(size, []).append(label)
+
+    def same_seed(size: int, label: str, seed: int) -> dict[str, Any] | None:
+        return next((c for c in groups.get((size, label), []) if c["seed"] == seed), None)
+
     frontier_rows, comparisons, controls = [], [], []
     for (size, variant), members in sorted(groups.items(), key=lambda kv: (-kv[0][0], _label_order(kv[1][0]))):
         members.sort(key=lambda m: m["seed"])
@@ -338,9 +360,13 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
                              "macro_f1": row["macro_f1"], "macro_f1_ci": row["macro_f1_ci"],
                              "train_steps": m["train_steps"], "selected_step": m["selected_step"],
                              "train_wall_time_s": m["train_wall_time_s"], "train_examples": m["train_examples"]})
-            base = cells.get(Cell(size, "ce", m["seed"]).name)
-            if variant != "ce" and base is not None:
+            base = same_seed(size, ce_labels[size][0], m["seed"]) if size in ce_labels else None
+            if m["variant"] != "ce" and base is not None:
                 comparisons.append(paired(y, m, base, ev_cfg))
+            if m["variant"] in TEACHER_VARIANTS:  # the CE-only rows dev did not pick, same seed
+                for label in ce_labels.get(size, [])[1:]:
+                    if (other := same_seed(size, label, m["seed"])) is not None:
+                        controls.append(paired(y, m, other, ev_cfg))
             if m["variant"] in ("kd_transfer", "kd_transfer_oof"):  # the controls of a transfer student
                 epochs = m.get("transfer_epochs") or 1.0
                 others = [Cell(size, "ce_matched", m["seed"], epochs), Cell(size, "kd", m["seed"])]
@@ -370,6 +396,7 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
     return {"name": config.name, "command": command, "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "machine": machine_info(), "dataset": run.splits.info(), "confidence": ev_cfg.confidence,
             "reference_rows": rows, "frontier": frontier_rows, "comparisons": comparisons, "gains": verdicts,
+            "ce_baselines": {str(size): labels[0] for size, labels in ce_labels.items()},
             "controls": controls, "teacher_folds": run.teacher_fold_summaries(),
             "timing": timing, "targets": TARGETS, "published": PUBLISHED,
             "cells_wall_time_s": round(sum(c["train_wall_time_s"] for c in cells.values()), 1),
@@ -460,6 +487,9 @@ def render(results: dict[str, Any], config_yaml: str) -> str:
                      f"{seeds} | {t.get('texts_per_s', '—')} | {t.get('batch1_p50_ms', '—')} | "
                      f"{-t['int8_loss_points'] if t else '—'} |")
     lines += ["", "## Gains over CE-only, per seed (paired, accuracy points)", "",
+              "Against the CE-only row of each size with the best mean dev macro-F1 (validation never picks it): "
+              + ", ".join(f"L{size} `{label}`" for size, label in sorted(results.get("ce_baselines", {}).items(),
+                                                                        key=lambda kv: -int(kv[0]))) + ".", "",
               f"| size | variant | seed | gain [{level} CI] | McNemar p |", "|---|---|---:|---:|---:|"]
     for c in results["comparisons"]:
         lines.append(f"| L{c['size']} | {c['a']} | {c['seed']} | {c['diff'] * 100:+.2f} "
@@ -469,10 +499,11 @@ def render(results: dict[str, Any], config_yaml: str) -> str:
         lines.append(f"| L{g['size']} | {g['variant']} | {g['seeds']} | {g['mean_gain_points']:+.2f} | "
                      f"{'yes' if g['gain_on_every_seed'] else 'no'} |")
     if results.get("controls"):
-        lines += ["", "## Controls of the transfer students, per seed (paired, accuracy points)", "",
+        lines += ["", "## Controls of the distilled students, per seed (paired, accuracy points)", "",
                   "Against CE-only trained for the same number of steps (is it more steps?), against KD on the gold "
-                  "texts alone (is it the transfer texts?) and, for out-of-fold labels, against in-fold labels at the "
-                  "same steps (`kd_transfer_oof` vs `kd_transfer`).", "",
+                  "texts alone (is it the transfer texts?), for out-of-fold labels against in-fold labels at the "
+                  "same steps (`kd_transfer_oof` vs `kd_transfer`), and against the CE-only rows dev did not pick "
+                  "(e.g. CE-only at the distilled student's learning rate).", "",
                   f"| size | student | against | seed | difference [{level} CI] | McNemar p |",
                   "|---|---|---|---:|---:|---:|"]
         for c in results["controls"]:
@@ -566,7 +597,7 @@ def _main(argv: list[str]) -> int:
                 print(f"[frontier] L{size}: {measured['texts_per_s']} texts/s onnx-int8, batch-1 p50 "
                       f"{measured['batch1_p50_ms']} ms", flush=True)
     elif not args.report:
-        cells = grid(args.size_list, args.variant_list, args.seeds, args.transfer_epochs)
+        cells = grid(args.size_list, args.variant_list, args.seeds, args.transfer_epochs, args.learning_rate)
         if any(c.variant in TEACHER_VARIANTS for c in cells):
             prepare_teacher_once(run)
         started = time.perf_counter()

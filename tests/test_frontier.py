@@ -71,7 +71,20 @@ def test_frontier_cells_resume_and_report(tmp_path, tiny_bert_classifier_dir, ti
     assert {"kd_transfer", "kd_transfer_te2", "ce_matched_te2", "kd", "ce"} == {v for _, v in rows}
     controls = {(c["a"], c["b"], c["seed"]) for c in json.loads((out / "results.json").read_text())["controls"]}
     assert {("kd_transfer_te2", "kd", 42), ("kd_transfer", "kd", 42)} <= controls
-    assert "## Controls of the transfer students" in (out / "report.md").read_text()
+    assert "## Controls of the distilled students" in (out / "report.md").read_text()
+
+    # Another learning rate is a row of its own, and the gains are taken against the CE-only row dev prefers.
+    assert bench.main(common + ["--variants", "ce", "--seeds", "1", "--learning-rate", "1e-9"]) == 0
+    slow = json.loads((runs / "cells" / "L1_ce_lr1e-09_s42" / "cell.json").read_text())
+    assert slow["learning_rate"] == slow["trained_learning_rate"] == 1e-9 and slow["label"] == "ce_lr1e-09"
+    results = json.loads((out / "results.json").read_text())
+    dev = {label: sum(c["selected_dev_metric"] for c in found) / len(found) for label in ("ce", "ce_lr1e-09")
+           if (found := [json.loads(p.read_text()) for p in (runs / "cells").glob(f"L1_{label}_s*/cell.json")])}
+    baseline = results["ce_baselines"]["1"]
+    assert dev[baseline] == max(dev.values()) and "L1 `" + baseline + "`" in (out / "report.md").read_text()
+    other = next(label for label in dev if label != baseline)
+    assert {c["b"] for c in results["comparisons"] if c["a"] == "kd_transfer_te2"} == {baseline}
+    assert ("kd_transfer_te2", other, 42) in {(c["a"], c["b"], c["seed"]) for c in results["controls"]}
 
     # Timing exports the first seed's distilled student with the best dev score to onnx-int8 and measures it.
     assert bench.main(common + ["--timing"]) == 0

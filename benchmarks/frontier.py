@@ -614,6 +614,9 @@ def _main(argv: list[str]) -> int:
     results["plot"] = str(out / "frontier.png") if plot(results, out / "frontier.png") else ""
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "report.md", render(results, dump_config(config)))
+    for log in sorted(cells_dir.glob("*/training_log.json")):  # each finished cell's loss and dev curve
+        if (log.parent / "cell.json").is_file():
+            atomic_write_text(out / "training_logs" / f"{log.parent.name}.json", log.read_text())
     print(f"\nfrontier report: {out / 'report.md'}")
     return 0
 

@@ -36,9 +36,9 @@ classifier ``findistill predict`` uses, model load excluded, batch 64, length-so
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
-import os
 import shlex
 import statistics
 import sys
@@ -251,7 +251,7 @@ def run_cell(run, cell: Cell, folder: Path) -> dict[str, Any]:
 def time_size(run, size: int, cells_dir: Path, out_dir: Path) -> dict[str, Any] | None:
     """onnx-int8 export of the first seed's distilled student with the best dev score (else CE-only), timed here."""
     from findistill.export import export
-    from findistill.runtime import Classifier, load_classifier, onnx_session
+    from findistill.runtime import load_classifier
 
     kept = [json.loads(p.read_text()) for p in cells_dir.glob(f"L{size}_*_s{SEEDS[0]}/cell.json")
             if (p.parent / "student" / "config.json").is_file()]
@@ -264,11 +264,10 @@ def time_size(run, size: int, cells_dir: Path, out_dir: Path) -> dict[str, Any] 
     report = export(source, export_dir, eval_texts=ev.texts, eval_labels=ev.labels,
                     max_length=run.config.student.max_length, variants=["onnx-int8"])
     clf = load_classifier(export_dir / "onnx-int8")  # load excluded from every timing below
-    # the same file on one onnxruntime session with intra-op threads, batches one after another (how predict ran
-    # before it ran several batches at once); the two are timed in turn, so a slow spell of the machine hits both
-    session = onnx_session(export_dir / "onnx-int8" / "model.onnx", os.cpu_count() or 1)
-    intra_op = Classifier(clf.folder, clf.variant, clf.tokenizer, clf.config, lambda feed: session.run(None, feed)[0],
-                          clf.input_names, clf.max_length, clf.name, clf.marker)
+    # the same file on the classifier's own intra-op session, batches one after another (how predict ran before it
+    # ran several batches at once); the two are timed in turn, so a slow spell of the machine hits both
+    intra_op = copy.copy(clf)
+    intra_op.parallel = None
     for warm in (clf, intra_op):
         warm.predict_proba(ev.texts, batch_size=64)
     file_runs, intra_op_runs = [], []

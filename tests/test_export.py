@@ -111,13 +111,13 @@ def test_onnx_runs_several_batches_at_once_with_the_same_logits(exported):
     texts = [t for t, _ in make_rows(30, 8)] + ["", "a much longer text " * 30]
     serial = load_classifier(out / "onnx", threads=1)
     parallel = load_classifier(out / "onnx", threads=2)
-    assert serial._parallel is None and parallel._parallel[1] == 2
+    assert serial.parallel is None and parallel.parallel[1] == 2
     one_batch = parallel.predict_logits(texts[:4], batch_size=4)
-    assert parallel._parallel[0]._session is None  # one batch: the intra-op session; the second one is not made
+    assert parallel.parallel[0]._session is None  # one batch: the intra-op session; the second one is not made
     np.testing.assert_allclose(one_batch, serial.predict_logits(texts[:4], batch_size=4), atol=1e-5)
     np.testing.assert_allclose(parallel.predict_logits(texts, batch_size=3),
                                serial.predict_logits(texts, batch_size=3), atol=1e-5)
-    assert parallel._parallel[0]._session is not None  # several batches ran on the single-threaded session
+    assert parallel.parallel[0]._session is not None  # several batches ran on the single-threaded session
 
 
 def test_batching_and_order_do_not_change_results(student_dir):

@@ -48,11 +48,12 @@ def run_batches(lengths: Sequence[int], batch_size: int, width: int, forward: Ca
     with ExitStack() as stack:
         bar = stack.enter_context(tqdm(total=len(lengths), desc=desc, unit="text", leave=bool(progress),
                                        disable=None if progress is None else not progress))
-        results = map(forward, batches)
         if workers > 1 and len(batches) > 1:
             pool = ThreadPoolExecutor(min(workers, len(batches)), thread_name_prefix="findistill-batch")
             stack.callback(pool.shutdown, cancel_futures=True)  # a failed batch cancels the ones not started
             results = pool.map(forward, batches)  # results in batch order
+        else:
+            results = map(forward, batches)
         for idx, rows in zip(batches, results):
             out[idx] = np.asarray(rows, dtype=np.float32)
             bar.update(len(idx))

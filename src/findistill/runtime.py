@@ -133,7 +133,7 @@ class Classifier:
     """A loaded variant: ``predict_proba(texts) -> [N, C]``, ``labels`` and ``classify(texts)``.
 
     ``forward`` runs one batch. ``parallel``, when given, is ``(forward, workers)``: a thread-safe forward used when a
-    call has several batches, ``workers`` of them at once.
+    call has several batches, ``workers`` of them at once (set it to None for one batch after another).
     """
 
     def __init__(self, folder: Path, variant: str, tokenizer, config, forward: Callable[[dict], np.ndarray],
@@ -144,7 +144,7 @@ class Classifier:
         self.tokenizer = tokenizer
         self.config = config
         self._forward = forward
-        self._parallel = parallel
+        self.parallel = parallel
         self.input_names = list(input_names)
         self.max_length = max_length
         self.name = name
@@ -161,8 +161,8 @@ class Classifier:
     def predict_logits(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Raw class logits ``[N, C]`` float32, in input order."""
         run, workers = self._forward, 1
-        if self._parallel is not None and len(texts) > batch_size:
-            run, workers = self._parallel
+        if self.parallel is not None and len(texts) > batch_size:
+            run, workers = self.parallel
 
         def forward(batch: Any) -> np.ndarray:
             ids = np.asarray(batch["input_ids"], dtype=np.int64)
@@ -261,7 +261,7 @@ def _load_torch_int8(folder: Path, config):
     return model
 
 
-def onnx_session(path: Path, threads: int):
+def _onnx_session(path: Path, threads: int):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -318,16 +318,19 @@ class _OnnxForward:
         import threading
 
         self.path, self.threads = path, threads
-        self._session = None
+        self._session = self._output = None
         self._lock = threading.Lock()
 
     @property
     def session(self):
-        with self._lock:
-            if self._session is None:
-                self._session = onnx_session(self.path, self.threads)
-            return self._session
+        if self._session is None:  # the lock only while it is being made, not on every batch
+            with self._lock:
+                if self._session is None:
+                    session = _onnx_session(self.path, self.threads)
+                    self._output = session.get_outputs()[0].name
+                    self._session = session
+        return self._session
 
     def __call__(self, feed: dict) -> np.ndarray:
         session = self.session
-        return np.asarray(session.run([session.get_outputs()[0].name], feed)[0], dtype=np.float32)
+        return np.asarray(session.run([self._output], feed)[0], dtype=np.float32)

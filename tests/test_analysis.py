@@ -112,7 +112,8 @@ def _write_config(path: Path, teacher_dir: Path, student_dir: Path) -> Path:
     config = {
         "name": "tiny-analysis",
         "data": {"dev_fraction": 0.2},
-        "teacher": {"kind": "prompted_lm", "model": str(teacher_dir), "name": "tiny-llama", "batch_size": 8},
+        "teacher": {"kind": "prompted_lm", "model": str(teacher_dir), "name": "tiny-llama", "batch_size": 8,
+                    "health_gate": False},  # a random teacher
         "student": {"model": str(student_dir), "name": "tiny-bloom", "method": "lora", "lora": {"r": 4, "alpha": 8},
                     "max_length": 24},
         "train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "logging_steps": 2},

@@ -25,7 +25,8 @@ def test_ablation_runs_three_variants_at_one_budget(tmp_path, tiny_llama_dir, ti
     config = {
         "name": "tiny-ablation",
         "data": {"dev_fraction": 0.2},
-        "teacher": {"kind": "prompted_lm", "model": str(tiny_llama_dir), "name": "tiny-llama", "batch_size": 8},
+        "teacher": {"kind": "prompted_lm", "model": str(tiny_llama_dir), "name": "tiny-llama", "batch_size": 8,
+                    "health_gate": False},  # a random teacher
         "student": {"model": str(tiny_bert_dir), "name": "tiny-bert", "method": "full", "max_length": 24},
         "train": {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3, "logging_steps": 2},
         # the random teacher's labels are noise, so the consistency check drops a random share: both outcomes count

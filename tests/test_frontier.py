@@ -22,7 +22,7 @@ def _write_config(tmp_path, teacher_dir, student_dir, n_transfer: int, cross_fit
         "name": "tiny-frontier",
         "data": {"dev_fraction": 0.2, "transfer_files": [str(transfer)]},
         "teacher": {"kind": "classifier", "model": str(teacher_dir), "name": "tiny-teacher",
-                    "batch_size": 16, "max_length": 24,
+                    "batch_size": 16, "max_length": 24, "health_gate": False,  # a tiny random teacher
                     "finetune": {"enabled": True, "method": "head", "parameters": "full", "epochs": 1,
                                  "learning_rate": 1e-3, "cross_fit_folds": cross_fit_folds}},
         "student": {"model": str(student_dir), "name": "tiny-bert", "method": "full", "max_length": 24},

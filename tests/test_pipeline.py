@@ -22,7 +22,7 @@ def write_config(path: Path, teacher_dir: Path, student_dir: Path, **sections) -
         "name": "tiny",
         "data": {"dev_fraction": 0.2},
         "teacher": {"kind": "prompted_lm", "model": str(teacher_dir), "name": "tiny-llama", "batch_size": 8,
-                    "few_shot": 1},
+                    "few_shot": 1, "health_gate": False},  # a random teacher: the gate would stop it (test_gate)
         "student": {"model": str(student_dir), "name": "tiny-bloom", "method": "lora",
                     "lora": {"r": 4, "alpha": 8}, "max_length": 24},
         "train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "logging_steps": 2},
@@ -204,8 +204,8 @@ def test_changing_alpha_reruns_only_the_distilled_student_and_the_report(tiny_ru
     monkeypatch.setattr(teacher_mod.PromptedLMTeacher, "class_logits",
                         lambda self, texts, *a, **k: calls.append(len(texts)) or original(self, texts, *a, **k))
     keys, stages_json = _keys(out), (out / "stages.json").read_bytes()
-    assert set(keys) == {"teacher_eval", "label", "student_baseline", "student_ce", "student_distilled", "report",
-                         "analyze"}
+    assert set(keys) == {"teacher_check", "teacher_eval", "label", "student_baseline", "student_ce",
+                         "student_distilled", "report", "analyze"}
     plan = _dry_run(capsys, config, out, data_dir, "train.alpha=0.9")
     assert _runs(plan) == {"student_distilled", "report", "analyze"}
     assert plan["student_distilled"][1] == "train.alpha: 0.5 -> 0.9"
@@ -258,7 +258,7 @@ def test_changing_the_teacher_relabels(tiny_run, capsys):
     config, out, data_dir = tiny_run
     plan = _dry_run(capsys, config, out, data_dir, "teacher.few_shot=0")
     assert _runs(plan) == {
-        "teacher_eval", "label", "student_distilled", "report", "analyze"}
+        "teacher_check", "teacher_eval", "label", "student_distilled", "report", "analyze"}
     assert plan["label"][1] == "teacher inputs changed"
     chunks = set(_mtimes(out, "cache/*.safetensors"))
     ce = _mtimes(out, "student_ce/*.safetensors")
@@ -464,7 +464,7 @@ def test_label_shards_merge_into_the_single_process_cache_and_the_run_needs_no_t
     shutil.copytree(tiny_llama_dir, teacher_dir)
     config = write_config(tmp_path / "c.yaml", teacher_dir, tiny_bloom_dir)
     doc = yaml.safe_load(config.read_text())
-    doc.update(cache={"chunk_size": 8}, evaluate_teacher=False)  # 48 training texts: 6 chunks
+    doc.update(cache={"chunk_size": 8}, evaluate_teacher=False)  # 48 training texts: 6 chunks; 12 dev texts: 2
     config.write_text(yaml.safe_dump(doc))
 
     def label(out: Path, *shard: str) -> Path:
@@ -478,7 +478,8 @@ def test_label_shards_merge_into_the_single_process_cache_and_the_run_needs_no_t
     a, b = label(tmp_path / "a", "--shard", "0/2"), label(tmp_path / "b", "--shard", "1/2")
     label(tmp_path / "same", "--shard", "0/2")
     same = label(tmp_path / "same", "--shard", "1/2")
-    assert len(chunks(single)) == 6 and len(chunks(a)) == len(chunks(b)) == 3 and not chunks(a) & chunks(b)
+    # Each shard checks the teacher on all dev texts (the gate) and labels its own half of the training texts.
+    assert len(chunks(single)) == 8 and len(chunks(a)) == len(chunks(b)) == 5 and len(chunks(a) & chunks(b)) == 2
     merged = tmp_path / "merged" / "cache"
     shutil.copytree(a, merged)
     shutil.copytree(b, merged, dirs_exist_ok=True)

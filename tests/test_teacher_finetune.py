@@ -141,6 +141,7 @@ def write_config(path: Path, teacher_dir: Path, student_dir: Path, **sections) -
         "name": "tiny-ft",
         "data": {"dev_fraction": 0.2},
         "teacher": {"kind": "prompted_lm", "model": str(teacher_dir), "name": "tiny-llama", "batch_size": 8,
+                    "health_gate": False,  # a tiny teacher tuned for one epoch: the gate would stop it
                     "finetune": {"enabled": True, "epochs": 1, "learning_rate": 1e-2, "batch_size": 8,
                                  "lora": {"r": 4, "alpha": 8}}},
         "student": {"model": str(student_dir), "name": "tiny-bert", "method": "full", "max_length": 24},

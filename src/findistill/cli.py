@@ -60,8 +60,30 @@ def run_main(argv: list[str]) -> int:
     p.add_argument("--dry-run", action="store_true", help="list which stages would run and why; run nothing")
     args = p.parse_args(argv)
     config, out, data_dir = _load(args)
-    run(config, out, data_dir, dry_run=args.dry_run)
+    results = run(config, out, data_dir, dry_run=args.dry_run)
+    if results is not None and is_main():
+        _summary(out, results)
     return 0
+
+
+def _summary(out: Path, results: dict) -> None:
+    """The end of a run: its warnings, where its files are, and what the distilled student says of five sentences."""
+    from findistill.predict import describe_examples
+    from findistill.report import render_comparisons, render_table
+
+    print("\n" + render_table(results["rows"]).rstrip("\n"))
+    comps = [c for c in results["comparisons"] if (c["a"], c["b"]) == ("student_distilled", "student_ce")]
+    if comps:
+        print("\n" + render_comparisons(comps).rstrip("\n"))
+    for warning in results.get("warnings") or []:
+        print(f"WARNING: {warning}")
+    student = out / "student"
+    print(f"\nreport:  {out / 'report.md'}" + (f"  and  {out / 'report.html'}" if (out / "report.html").is_file()
+                                                 else ""))
+    if (student / "config.json").is_file():
+        print(f"student: {student}  (transformers.pipeline('text-classification', model='{student}'))")
+        print("\nThe student on five sentences (label [calibrated probabilities]):")
+        print(describe_examples(student))
 
 
 def parse_shard(value: str) -> tuple[int, int]:
@@ -83,7 +105,7 @@ def label_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     shard = parse_shard(args.shard) if args.shard is not None else None
     config, out, data_dir = _load(args)
-    run(config, out, data_dir, stages=("teacher_finetune", "label"), shard=shard)
+    run(config, out, data_dir, stages=("teacher_finetune", "teacher_check", "label"), shard=shard)
     _tell(f"teacher logits cached under {cache_folder(config, out, 'cache')}")
     return 0
 
@@ -93,7 +115,7 @@ def distill_main(argv: list[str]) -> int:
 
     p = _parser("distill", "Train the distilled student (teacher labels are computed first if missing).")
     config, out, data_dir = _load(p.parse_args(argv))
-    run(config, out, data_dir, stages=("teacher_finetune", "label", "augment", "student_distilled"))
+    run(config, out, data_dir, stages=("teacher_finetune", "teacher_check", "label", "augment", "student_distilled"))
     _tell(f"distilled student: {out / 'student'}")
     return 0
 
@@ -119,7 +141,7 @@ def augment_main(argv: list[str]) -> int:
     config, out, data_dir = _load(p.parse_args(argv))
     if not config.augment.enabled:
         raise ConfigError("augment.enabled", "is false; set it true (or --set augment.enabled=true)")
-    run(config, out, data_dir, stages=("teacher_finetune", "augment"))
+    run(config, out, data_dir, stages=("teacher_finetune", "teacher_check", "augment"))
     summary = out / "augment" / "summary.json"
     if summary.is_file():
         _tell(summary.read_text())

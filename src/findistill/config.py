@@ -227,8 +227,17 @@ class TeacherConfig:
         "Engine of a prompted_lm teacher (and of augment's paraphrasing): hf = transformers forward passes (the "
         "reference); vllm = a vLLM engine (label-word log-probabilities in one step; needs the vllm package).", "hf")
     vllm: VLLMSettings = _help("vLLM engine settings (backend: vllm).", factory=VLLMSettings)
+    min_class_recall: float = _help(
+        "The health gate: before the teacher labels any training or transfer text it is scored on the dev split, and "
+        "the run stops when its recall on some class is below this (0: no recall rule).", 0.2)
+    health_gate: bool = _help(
+        "Stop the run before labelling when the teacher fails its dev check (a class recall below "
+        "min_class_recall, or accuracy below the majority class). false: the check is still recorded in "
+        "results.json, and the run goes on.", True)
 
     def __post_init__(self):
+        _check(0.0 <= self.min_class_recall <= 1.0, "min_class_recall",
+               f"must be in [0, 1], got {self.min_class_recall}")
         _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.max_length >= 8, "max_length", f"must be >= 8, got {self.max_length}")
         _check(self.few_shot >= 0, "few_shot", f"must be >= 0, got {self.few_shot}")

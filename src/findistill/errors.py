@@ -13,6 +13,14 @@ class ModelError(FindistillError):
     """A model reference that cannot be resolved or loaded (missing package, bad checksum, no such folder)."""
 
 
+class TeacherHealthError(FindistillError):
+    """The teacher failed its dev-split check (the health gate): distilling it would teach its failure."""
+
+
+class FolderInUseError(FindistillError):
+    """A run folder held by another findistill process."""
+
+
 def first_line(err: BaseException, with_type: bool = False) -> str:
     """The first line of ``err``'s message, for one-line error messages; the exception's class name when the message
     is empty. ``with_type`` puts the class name in front: ``"OSError: no such file"``."""

@@ -343,11 +343,73 @@ def majority_row(y_true: Any, train_labels: Any, eval_cfg: EvalConfig, **extra: 
 
     Training labels of ``-1`` (unlabelled transfer texts) are ignored.
     """
-    train = np.asarray(train_labels, dtype=np.int64)
-    train = train[train >= 0]
-    if train.size == 0:
-        raise ValueError("majority_row needs at least one labelled training example")
-    majority = int(np.bincount(_as_ids(train, len(LABELS), "train_labels"), minlength=len(LABELS)).argmax())
+    majority = majority_class(train_labels)
     y_pred = np.full(np.asarray(y_true).shape, majority, dtype=np.int64)
     row = _row(f"majority class ({LABELS[majority]})", "majority", y_true, y_pred, eval_cfg)
     return _add_extra(row, {"params": 0, "trainable_params": 0, **extra})
+
+
+# --------------------------------------------------------------------------------------------- health
+
+# Models whose health the run reports (the untrained baseline is expected to fail).
+CHECKED_ROLES: tuple[str, ...] = ("teacher", "student_ce", "student_distilled")
+
+
+def majority_class(train_labels: Any) -> int:
+    """The most frequent training label (ties: lowest id); ``-1`` (unlabelled transfer rows) is ignored."""
+    train = np.asarray(train_labels, dtype=np.int64)
+    train = train[train >= 0]
+    if train.size == 0:
+        raise ValueError("the majority class needs at least one labelled training example")
+    return int(np.bincount(_as_ids(train, len(LABELS), "train_labels"), minlength=len(LABELS)).argmax())
+
+
+def health_check(y_true: Any, logits: np.ndarray, train_labels: Any) -> dict[str, Any]:
+    """A model's health on labelled rows: accuracy, macro-F1, per-class recall, the confusion matrix (rows true,
+    columns predicted) and the accuracy of always answering the training majority class on the same rows."""
+    y = _as_ids(y_true, len(LABELS), "y_true")
+    metrics = classification_metrics(y, predictions(np.asarray(logits)))
+    majority = majority_class(train_labels)
+    return {"n": int(y.size), "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+            "recall": {name: m["recall"] for name, m in metrics["per_class"].items()},
+            "confusion_matrix": metrics["confusion_matrix"],
+            "majority": {"class": LABELS[majority], "accuracy": float(np.mean(y == majority))}}
+
+
+def health_problems(check: dict[str, Any], min_class_recall: float, who: str = "teacher",
+                    split: str = "dev") -> list[str]:
+    """What is wrong in a :func:`health_check`, one phrase each: a class whose recall is below ``min_class_recall``
+    (with its confusion row's largest error), and accuracy below the majority class."""
+    cm = np.asarray(check["confusion_matrix"])
+    problems = []
+    for i, name in enumerate(LABELS):
+        support, recall = int(cm[i].sum()), float(check["recall"][name])
+        if support == 0 or recall >= min_class_recall:
+            continue
+        wrong, j = max((int(cm[i, j]), j) for j in range(len(LABELS)) if j != i)
+        verb = "never predicts" if cm[:, i].sum() == 0 else "rarely predicts"
+        problems.append(f"{who} {verb} {name!r} on {split} (recall {recall:.2f}; {wrong} of {support} {name} texts "
+                        f"called {LABELS[j]!r})")
+    majority = check["majority"]
+    if check["accuracy"] < majority["accuracy"]:
+        problems.append(f"{who} scores below the majority class on {split} (accuracy {check['accuracy']:.3f} < "
+                        f"{majority['accuracy']:.3f} for always {majority['class']!r})")
+    return problems
+
+
+def row_warnings(rows: Sequence[dict[str, Any]], split: str = "the evaluation split") -> list[str]:
+    """Warnings about the saved models of a results table: a class a model never predicts on ``split``, and a model
+    below the majority-class row."""
+    majority = next((r["accuracy"] for r in rows if r["role"] == "majority"), None)
+    warnings = []
+    for row in rows:
+        if row["role"] not in CHECKED_ROLES:
+            continue
+        cm = np.asarray(row["confusion_matrix"])
+        for i, name in enumerate(LABELS):
+            if cm[:, i].sum() == 0 and cm[i].sum() > 0:
+                warnings.append(f"{row['name']} never predicts {name!r} on {split} ({int(cm[i].sum())} {name} texts)")
+        if majority is not None and row["accuracy"] < majority:
+            warnings.append(f"{row['name']} scores below the majority class on {split} "
+                            f"(accuracy {row['accuracy']:.3f} < {majority:.3f})")
+    return warnings

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from findistill.config import LABELS
-from findistill.report import human_params, render_comparisons
+from findistill.report import human_params, render_comparisons, teacher_check_lines
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;
@@ -315,7 +315,13 @@ def render_html(doc: Mapping[str, Any], figures: Mapping[str, bytes], results: M
     probes and teacher–student disagreements."""
     title = (doc.get("run") or {}).get("name") or (doc.get("model") or {}).get("folder") or "analysis"
     body = [f"<h1>findistill report: {_e(title)}</h1>"]
+    if results.get("warnings"):
+        body += ['<h2 id="warnings">Warnings</h2><ul class="warnings">'
+                 + "".join(f"<li><strong>{_e(w)}</strong></li>" for w in results["warnings"]) + "</ul>"]
     body += _results_section(doc, results)
+    if isinstance(results.get("teacher_check"), Mapping):
+        heading, _, text = teacher_check_lines(results["teacher_check"])
+        body += [f"<h2>{_e(heading[3:])}</h2>", f'<p id="teacher-check">{_e(text)}</p>']
     body += ["<h2>Confusion matrices</h2>", "<p>Rows: true class, columns: predicted.</p>",
              _img(figures, "confusion", "confusion matrices")]
     body += ["<h2>Calibration</h2>",

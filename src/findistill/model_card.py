@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import yaml
 
 from findistill.config import LABELS, RunConfig
-from findistill.report import render_comparisons
+from findistill.report import render_comparisons, teacher_check_lines
 
 _MIN_SLICE = 30  # slices smaller than this are not named as findings
 _ROLE_TEXT = {"student_distilled": "distilled from the teacher (KD + CE)",
@@ -104,8 +104,10 @@ def render_model_card(role: str, cfg: RunConfig, results: Mapping[str, Any], doc
     lines = ["---", header.rstrip("\n"), "---", "",
              f"# {row['name']}: financial-sentiment classifier ({cfg.name})", "",
              f"A three-class sentiment classifier ({', '.join(LABELS)}) for short financial news and tweets, "
-             f"{_ROLE_TEXT[role]}, produced by findistill from the config `{cfg.name}`.", "",
-             "## Intended use", "",
+             f"{_ROLE_TEXT[role]}, produced by findistill from the config `{cfg.name}`.", ""]
+    if results.get("warnings"):
+        lines += ["## Warnings", ""] + [f"- **{w}**" for w in results["warnings"]] + [""]
+    lines += ["## Intended use", "",
              "Scoring the sentiment of English financial headlines and tweets in bulk, as one signal among others, "
              "with a person reviewing decisions. It is not investment advice and must not drive trades on its own. "
              "It was trained and evaluated on short English texts like those of its training data only.", "",
@@ -124,6 +126,8 @@ def render_model_card(role: str, cfg: RunConfig, results: Mapping[str, Any], doc
                   f"{_fmt(teacher['macro_f1'], teacher['macro_f1_ci'])} on the same evaluation split.", ""]
     else:
         lines += [f"{cfg.teacher.display_name} ({cfg.teacher.kind}); not evaluated in this run.", ""]
+    if isinstance(results.get("teacher_check"), Mapping):
+        lines += teacher_check_lines(results["teacher_check"])[2:] + [""]
     lines += ["## Distillation settings", "",
               f"- student: `{st.display_name}`, {st.method}"
               + (f" (LoRA r={st.lora.r}, alpha={st.lora.alpha}, merged)" if st.method == "lora" else "")

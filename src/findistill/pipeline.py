@@ -38,6 +38,7 @@ decides from the same folder and reads only whole files.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import gc
@@ -55,28 +56,30 @@ import numpy as np
 from findistill.config import ConfigError, RunConfig, dump_config, load_config, save_config
 from findistill.data import DatasetSplits, TextSplit, load_splits
 from findistill.distributed import barrier, is_main, on_main, rank_world
-from findistill.io_utils import atomic_write_json
+from findistill.io_utils import atomic_write_json, folder_lock
 
 log = logging.getLogger("findistill.pipeline")
 
-STAGES = ("teacher_finetune", "teacher_eval", "label", "augment", "student_baseline", "student_ce",
+STAGES = ("teacher_finetune", "teacher_check", "teacher_eval", "label", "augment", "student_baseline", "student_ce",
           "student_distilled", "report", "analyze")
 
 # The stages whose outputs each stage reads: when one of them runs, the stage runs too.
 DEPENDS: dict[str, tuple[str, ...]] = {
     "teacher_finetune": (),
+    "teacher_check": ("teacher_finetune",),
     "teacher_eval": ("teacher_finetune",),
     "label": ("teacher_finetune",),
     "augment": ("teacher_finetune",),
     "student_baseline": (),
     "student_ce": (),
     "student_distilled": ("label", "augment"),
-    "report": ("teacher_eval", "augment", "student_baseline", "student_ce", "student_distilled"),
+    "report": ("teacher_check", "teacher_eval", "augment", "student_baseline", "student_ce", "student_distilled"),
     "analyze": ("report",),
 }
 # A stage's output files; all must exist for it to be up to date (the label stage's are the cache chunks).
 STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "teacher_finetune": ("teacher/config.json",),
+    "teacher_check": ("teacher_check.json",),
     "teacher_eval": ("predictions/teacher.npz",),
     "label": (),
     "augment": ("augment/kept.json",),
@@ -88,6 +91,9 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
 }
 # Teacher keys that change how the teacher is run, not the fine-tuned weights.
 _INFERENCE_ONLY = ("name", "batch_size", "backend", "vllm", "device_map", "quantization")
+# Teacher keys of the health gate: what the run accepts of a teacher, not what the teacher is (no stage key reads them,
+# so stage keys made before they existed stay valid, and changing them re-runs nothing).
+_GATE = ("min_class_recall", "health_gate")
 # Train keys the CE-only student does not read, and keys that change no result (checkpointing).
 _KD_ONLY = ("alpha", "temperature")
 _NO_RESULT = ("save_steps", "save_total_limit")
@@ -116,12 +122,20 @@ def _without(section: Any, keys: tuple[str, ...]) -> dict:
     return {k: v for k, v in dataclasses.asdict(section).items() if k not in keys}
 
 
+def _teacher_section(teacher: Any, keys: tuple[str, ...]) -> dict:
+    """The teacher config without ``keys`` and without the health-gate keys (of the ensemble members too)."""
+    def strip(section: dict) -> dict:
+        return {k: [strip(m) for m in v] if k == "members" else v for k, v in section.items() if k not in _GATE}
+
+    return strip(_without(teacher, keys))
+
+
 def teacher_inputs(config: RunConfig, data: dict) -> dict:
     """What the teacher that labels depends on: its config (but where its layers sit, ``device_map``, and
     ``quantization`` when none, so that keys made before they existed stay valid), the training texts (few-shot
     pool) and the fine-tune."""
-    teacher = _without(config.teacher, ("device_map",) + (("quantization",) if config.teacher.quantization == "none"
-                                                           else ()))
+    teacher = _teacher_section(config.teacher, ("device_map",) + (("quantization",) if config.teacher.quantization
+                                                                   == "none" else ()))
     return {"teacher": teacher, "seed": config.data.seed, "train": data["train"],
             "finetune": stage_key(config, data, "teacher_finetune")}
 
@@ -132,9 +146,11 @@ def stage_inputs(config: RunConfig, data: dict, stage: str) -> dict | None:
     if stage == "teacher_finetune":
         if not c.teacher.finetune.enabled:
             return None
-        return {"teacher": _without(c.teacher, _INFERENCE_ONLY), "seed": c.data.seed, "train": data["train"],
+        return {"teacher": _teacher_section(c.teacher, _INFERENCE_ONLY), "seed": c.data.seed, "train": data["train"],
                 "dev": data["dev"]}
     teacher = _hash(teacher_inputs(c, data))
+    if stage == "teacher_check":
+        return {"teacher": teacher, "dev": data["dev"], "train": data["train"], "chunk_size": c.cache.chunk_size}
     if stage == "teacher_eval":
         if not c.evaluate_teacher:
             return None
@@ -515,6 +531,57 @@ class Run:
                              self.splits.dev, self.fold_dir(k), seed=self.config.data.seed)
         self._finish("teacher_finetune")
 
+    def stage_teacher_check(self) -> None:
+        """The health gate: the teacher on the dev split (no evaluation text) before it labels anything a student
+        learns from. The check is made once (``teacher_check.json``); the gate is applied on every run, so changing
+        ``teacher.min_class_recall`` or ``teacher.health_gate`` re-runs nothing."""
+        if self._begin("teacher_check"):
+            from findistill.evaluate import health_check
+
+            dev = self.splits.dev
+            _say(f"[teacher_check] the teacher on {len(dev)} dev texts before it labels anything")
+            self.label_chunks(self.teacher, dev)
+            barrier()  # every process's chunks are written
+            if is_main():
+                check = health_check(dev.labels, self.teacher_logits(dev), self.splits.train.labels)
+                atomic_write_json(self.out / "teacher_check.json", {"teacher": self.teacher.name, **check})
+            self._finish("teacher_check")
+        self.apply_teacher_gate()
+
+    def teacher_check(self) -> dict | None:
+        """``teacher_check.json`` with the gate's verdict under the current config (``problems``, ``min_class_recall``,
+        ``health_gate``); None before the check ran."""
+        from findistill.evaluate import health_problems
+
+        path = self.out / "teacher_check.json"
+        if not path.is_file():
+            return None
+        check = json.loads(path.read_text(encoding="utf-8"))
+        cfg = self.config.teacher
+        return {**check, "min_class_recall": cfg.min_class_recall, "health_gate": cfg.health_gate,
+                "problems": health_problems(check, cfg.min_class_recall)}
+
+    def apply_teacher_gate(self) -> None:
+        """Stop with one line when the teacher failed its dev check (unless ``teacher.health_gate`` is false)."""
+        from findistill.errors import TeacherHealthError
+
+        check = self.teacher_check()
+        problems = check["problems"] if check else []
+        if not problems:
+            if check:
+                _say(f"[teacher_check] passed: dev accuracy {check['accuracy']:.3f} (majority class "
+                     f"{check['majority']['accuracy']:.3f}), recall " + ", ".join(
+                         f"{name} {r:.2f}" for name, r in check["recall"].items()))
+            return
+        if not self.config.teacher.health_gate:
+            log.warning("[teacher_check] %s; going on (teacher.health_gate: false)", "; ".join(problems))
+            return
+        below_majority = check["accuracy"] < check["majority"]["accuracy"]
+        override = "--set teacher.health_gate=false" if below_majority else \
+            "--set teacher.min_class_recall=0 (or teacher.health_gate=false)"
+        raise TeacherHealthError(f"{'; '.join(problems)}. A student would learn the same, so nothing was labelled; "
+                                 f"fix the teacher, or distil it anyway with {override}")
+
     def stage_teacher_eval(self) -> None:
         if not self._begin("teacher_eval"):
             return
@@ -707,8 +774,8 @@ class Run:
         return results
 
     def _report(self) -> dict:
-        from findistill.evaluate import evaluate_row, majority_row, paired_bootstrap
-        from findistill.report import build_results, render_table, write_results
+        from findistill.evaluate import evaluate_row, majority_row, paired_bootstrap, row_warnings
+        from findistill.report import build_results, write_results
 
         splits, ev_cfg = self.splits, self.config.eval
         y = np.asarray(splits.eval.labels)
@@ -720,6 +787,7 @@ class Run:
         for role, p in preds.items():
             rows.append(evaluate_row(p.name, role, y, p.logits, ev_cfg,
                                      reference_logits=teacher_logits if role != "teacher" else None, **p.meta))
+        warnings = row_warnings(rows)
         comparisons = []
         for a, b in (("student_distilled", "student_ce"), ("student_distilled", "teacher")):
             if a in preds and b in preds:
@@ -727,7 +795,10 @@ class Run:
                     comp = paired_bootstrap(y, preds[a].logits.argmax(1), preds[b].logits.argmax(1), metric,
                                             ev_cfg.bootstrap_samples, ev_cfg.confidence, ev_cfg.seed)
                     comparisons.append({"a": a, "b": b, **comp})
-        extra = {"config": dataclasses.asdict(self.config), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        extra = {"config": dataclasses.asdict(self.config), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                 "warnings": warnings}
+        if check := self.teacher_check():
+            extra["teacher_check"] = check
         if fold_summaries := self.teacher_fold_summaries():
             extra["teacher_folds"] = fold_summaries
         summary = self.out / "augment" / "summary.json"
@@ -735,7 +806,6 @@ class Run:
             extra["augmentation"] = json.loads(summary.read_text())
         results = build_results(splits.info(), rows, comparisons, **extra)
         write_results(self.out, results, dump_config(self.config))
-        print(render_table(rows))
         return results
 
     def stage_analyze(self) -> None:
@@ -771,6 +841,14 @@ def run(config: RunConfig, out_dir: str | Path, data_dir: str | None = None, sta
             for name, action, why in rows:
                 print(f"{name.ljust(width)}  {action:<4}  {why}")
         return None
+    with contextlib.ExitStack() as held:
+        if is_main():  # one command per folder; label shards (their own chunks only) may share it
+            held.enter_context(folder_lock(out, shared=shard is not None))
+        return _run_stages(r, info, stages, shard)
+
+
+def _run_stages(r: Run, info: dict, stages: tuple[str, ...], shard: tuple[int, int] | None) -> dict | None:
+    out, config = r.out, r.config
     r.stage_records()  # an older folder is adopted under its own config.yaml, before that file is replaced
 
     def start() -> None:
@@ -782,6 +860,7 @@ def run(config: RunConfig, out_dir: str | Path, data_dir: str | None = None, sta
     on_main(start)  # after every process has read the records
     steps: dict[str, Callable[[], object]] = {
         "teacher_finetune": r.stage_teacher_finetune,
+        "teacher_check": r.stage_teacher_check,
         "teacher_eval": r.stage_teacher_eval,
         "label": lambda: r.stage_label(shard),
         "augment": r.stage_augment,
@@ -801,7 +880,5 @@ def run(config: RunConfig, out_dir: str | Path, data_dir: str | None = None, sta
             from findistill.report import load_results
 
             results = output if output is not None else load_results(out)  # up to date, or written by the main
-            if is_main():
-                print(f"\nreport: {out / 'report.md'}")
         log.info("[%s] done in %.1f s", name, time.perf_counter() - started)
     return results

@@ -224,3 +224,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# Five sentences whose answer a finance reader knows: clear negative, clear positive, neutral, a negation, a hedge.
+EXAMPLES: tuple[tuple[str, str], ...] = (
+    ("Shares of $XYZ plunge after the company cuts its full-year outlook", "negative"),
+    ("$ABC jumps 12% after quarterly earnings beat estimates and guidance is raised", "positive"),
+    ("The company will hold its annual shareholder meeting on May 4", "neutral"),
+    ("Revenue did not fall this quarter, easing fears of a decline", "positive"),
+    ("Analysts see a possible downgrade if margins keep shrinking", "negative"),
+)
+
+
+def describe_examples(model_dir: str | Path) -> str:
+    """The model's label and class probabilities for :data:`EXAMPLES`, one line each (the end of ``findistill run``)."""
+    from findistill.runtime import load_classifier
+
+    clf = load_classifier(model_dir)
+    rows = clf.classify([text for text, _ in EXAMPLES])
+    lines = []
+    for (text, expected), row in zip(EXAMPLES, rows):
+        probs = "  ".join(f"{name} {p:.2f}" for name, p in row["probs"].items())
+        mark = "" if row["label"] == expected else f"   (a reader would say {expected})"
+        lines.append(f"  {row['label']:<9} [{probs}]  {text}{mark}")
+    return "\n".join(lines)

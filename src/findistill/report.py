@@ -299,6 +299,20 @@ def _per_class_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def teacher_check_lines(check: Mapping[str, Any]) -> list[str]:
+    """The health gate's section: the teacher on the dev split before it labelled anything, and its verdict."""
+    recall = ", ".join(f"{name} {r:.2f}" for name, r in check["recall"].items())
+    majority = check["majority"]
+    verdict = ("passed" if not check.get("problems") else
+               ("failed, and the run went on (teacher.health_gate: false): " if not check.get("health_gate", True)
+                else "failed: ") + "; ".join(check["problems"]))
+    return ["## Teacher check (dev split, before labelling)", "",
+            f"{check.get('teacher', 'teacher')} on {check['n']} dev texts: accuracy {check['accuracy']:.3f} "
+            f"(majority class '{majority['class']}' {majority['accuracy']:.3f}), macro-F1 {check['macro_f1']:.3f}, "
+            f"recall {recall}. Gate (teacher.min_class_recall {check.get('min_class_recall', 0.2)}, above the "
+            f"majority class): {verdict}."]
+
+
 def _augmentation_section(aug: Mapping[str, Any], max_examples: int = 5) -> list[str]:
     lines = ["## Augmentation", ""]
     generated, kept = aug.get("generated"), aug.get("kept")
@@ -328,6 +342,8 @@ def render_report(results: Mapping[str, Any], config_yaml: str | None = None) ->
     meta = [f"{k}: {results[k]}" for k in ("created", "machine") if results.get(k)]
     if meta:
         lines += ["_" + " · ".join(meta) + "_", ""]
+    if results.get("warnings"):
+        lines += ["## Warnings", ""] + [f"- **{w}**" for w in results["warnings"]] + [""]
     rows = results.get("rows", [])
     lines += ["## Results", "", render_table(rows).rstrip("\n"), ""]
     lines.append(f"Intervals: percentile bootstrap over evaluation rows ({level_label(rows)}), as computed.")
@@ -338,6 +354,8 @@ def render_report(results: Mapping[str, Any], config_yaml: str | None = None) ->
         lines += [render_comparisons(results["comparisons"]).rstrip("\n"), ""]
     if rows:
         lines += _per_class_section(rows) + [""]
+    if isinstance(results.get("teacher_check"), Mapping):
+        lines += teacher_check_lines(results["teacher_check"]) + [""]
     if isinstance(results.get("augmentation"), Mapping):
         lines += _augmentation_section(results["augmentation"]) + [""]
     if config_yaml:

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -28,7 +29,9 @@ def test_real_teacher_and_student_through_the_pipeline(tmp_path, shared_tfns_dir
     config = {
         "name": "real-smoke",
         "data": {"max_train_examples": 48, "max_dev_examples": 12, "max_eval_examples": 30},
-        "teacher": {"model": "smollm2-135m-instruct", "name": "SmolLM2-135M-Instruct", "batch_size": 16},
+        # The prompted 135M model fails the health gate (test below); this test checks the plumbing, so it goes on.
+        "teacher": {"model": "smollm2-135m-instruct", "name": "SmolLM2-135M-Instruct", "batch_size": 16,
+                    "health_gate": False},
         "student": {"model": "all-minilm-l6-v2", "name": "all-MiniLM-L6-v2", "method": "lora", "max_length": 48},
         "train": {"epochs": 1, "batch_size": 16, "learning_rate": 5e-4, "logging_steps": 1},
         "eval": {"bootstrap_samples": 200},
@@ -54,3 +57,18 @@ def test_real_teacher_and_student_through_the_pipeline(tmp_path, shared_tfns_dir
     assert proc.returncode == 0, proc.stderr[-2000:]
     labels = eval(proc.stdout.strip().splitlines()[-1])  # noqa: S307 - our own subprocess's list literal
     assert len(labels) == 2 and set(labels) <= {"negative", "neutral", "positive"}
+
+
+def test_the_vllm_smoke_teacher_is_stopped_at_the_health_gate_before_any_student(tmp_path, shared_tfns_dir, capsys):
+    """configs/vllm_smoke.yaml's prompted SmolLM2-135M teacher, on the hf backend and with the gate the config turns
+    off for its plumbing check: the run stops in one line before labelling, and no student is trained."""
+    config = Path(__file__).resolve().parents[1] / "configs" / "vllm_smoke.yaml"
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["run", str(config), "--out", str(out), "--data-dir", str(shared_tfns_dir), "--set",
+                 "teacher.backend=hf", "--set", "teacher.health_gate=true", "--set", "augment.enabled=false"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("findistill: error:")]
+    assert len(errors) == 1 and "on dev (" in errors[0] and "teacher.health_gate=false" in errors[0], errors
+    check = json.loads((out / "teacher_check.json").read_text())
+    assert check["accuracy"] < check["majority"]["accuracy"], check
+    assert not (out / "student").exists() and not (out / "student_ce").exists() and not (out / "predictions").exists()

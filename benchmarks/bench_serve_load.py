@@ -177,12 +177,25 @@ def _wrk_version(wrk: str) -> str:
     return ((proc.stdout or proc.stderr).strip().splitlines() or ["?"])[0]
 
 
+def export_accuracy(model_dir: Path) -> dict[str, Any] | None:
+    """The variant's accuracy from ``findistill export``'s report beside it (``<export>/export_report.json``)."""
+    report = model_dir.resolve().parent / "export_report.json"
+    if not report.is_file():
+        return None
+    doc = json.loads(report.read_text())
+    row = doc.get("variants", {}).get(model_dir.resolve().name)
+    if not row:
+        return None
+    return {"accuracy": row["accuracy"], "macro_f1": row["macro_f1"], "n": doc["eval"]["n"],
+            "file": doc["eval"]["file"], "source": doc["source"]}
+
+
 def _stats(url: str) -> dict[str, Any]:
     return httpx.get(f"{url}/health", timeout=10).json()["stats"]
 
 
 def _server_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    out = {k: after[k] - before.get(k, 0) for k in ("requests", "batches", "texts") if k in after}
+    out = {k: after[k] - before.get(k, 0) for k in ("requests", "batches", "texts", "inference_seconds") if k in after}
     out["largest_batch_so_far"] = after.get("largest_batch")
     out["mean_texts_per_batch"] = out.get("texts", 0) / max(1, out.get("batches", 0))
     return out
@@ -196,14 +209,18 @@ def render(res: dict[str, Any]) -> str:
         f"Server and load generator share this machine (loopback).", "",
         f"Model `{res['model']}` ({res['variant']}); {res['connections']} concurrent connections, "
         f"{res['texts_per_request']} text(s) per request; batch window {res['batch_window_ms']} ms, max batch "
-        f"{res['max_batch']}.", "",
+        f"{res['max_batch']}." + (f" Its accuracy on {res['accuracy']['n']:,} texts of `{res['accuracy']['file']}`: "
+                                  f"{res['accuracy']['accuracy']:.4f} (macro-F1 {res['accuracy']['macro_f1']:.4f}; "
+                                  "from the export report beside it)." if res.get("accuracy") else ""),
+        f"Model folder: `{res['model_dir']}`.", "",
         "| client | requests/s | texts/s | p50 (ms) | p90 (ms) | p99 (ms) | errors | server batches | "
-        "mean texts/batch |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        "mean texts/batch | share of wall time in inference |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for run in res["runs"]:
         s = run["server_metrics"]
         lines.append(f"| {run['client']} | {run['requests_per_s']:,.1f} | {run['texts_per_s']:,.1f} | "
                      f"{run['latency_ms_p50']:.1f} | {run['latency_ms_p90']:.1f} | {run['latency_ms_p99']:.1f} | "
-                     f"{run['errors']} | {s.get('batches', '–')} | {s['mean_texts_per_batch']:.1f} |")
+                     f"{run['errors']} | {s.get('batches', '–')} | {s['mean_texts_per_batch']:.1f} | "
+                     + (f"{s['inference_seconds'] / run['wall_s']:.0%} |" if "inference_seconds" in s else "– |"))
     lines += [""]
     for run in res["runs"]:
         if run["client"] == "wrk":
@@ -263,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine_info(),
            "model": health["model"], "variant": health["variant"], "model_dir": str(Path(args.model_dir).resolve()),
-           "connections": args.clients, "texts_per_request": args.texts_per_request,
+           "accuracy": export_accuracy(Path(args.model_dir)), "connections": args.clients, "texts_per_request": args.texts_per_request,
            "batch_window_ms": args.batch_window_ms, "max_batch": args.max_batch, "runs": runs}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -328,3 +328,127 @@ def test_docs_render_in_headless_chromium_without_network(server, tmp_path):
     assert 'class="swagger-ui' in dom, (dom[-1500:], proc.stderr[-2000:])
     assert "opblock-summary-path" in dom and "/predict" in dom and "/health" in dom, dom[-3000:]
     assert "findistill" in dom
+
+
+def test_try_it_page_is_self_contained_and_names_the_model(server):
+    url, app = server
+    resp = httpx.get(f"{url}/", timeout=10)
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/html")
+    page = resp.text
+    assert app.state.classifier.name in page and "uncalibrated softmax" in page
+    assert not re.findall(r"""(?:src|href)=["']?(?:https?:)?//""", page), "no external asset"
+    assert "/" not in {op for op in app.openapi()["paths"]}, "the page is not an API operation"
+
+
+class _DevTools:
+    """A minimal Chrome DevTools Protocol client over the page's websocket (websocket-client)."""
+
+    def __init__(self, ws_url: str):
+        import websocket
+
+        self.ws = websocket.create_connection(ws_url, timeout=30)
+        self.next_id = 0
+
+    def call(self, method: str, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == self.next_id:
+                assert "error" not in message, message
+                return message.get("result", {})
+
+    def value(self, expression: str):
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+
+def test_try_it_page_in_headless_chromium_type_press_read(server, tmp_path):
+    """A user's path on the page: type a sentence, press the button (real key and mouse events), read the label."""
+    chromium = _chromium()
+    if chromium is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is missing on CI (.ci/run installs it with apt-get)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    url, _ = server
+    profile = tmp_path / "profile"
+    browser = subprocess.Popen(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
+         "--disable-background-networking", "--disable-component-update", f"--user-data-dir={profile}",
+         "--remote-debugging-port=0", "--remote-allow-origins=*", f"{url}/"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (profile / "DevToolsActivePort").is_file() or not (profile / "DevToolsActivePort").read_text():
+            assert time.monotonic() < deadline and browser.poll() is None, "chromium did not start"
+            time.sleep(0.1)
+        port = (profile / "DevToolsActivePort").read_text().split()[0]
+        while True:
+            pages = [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
+                     if t["type"] == "page" and t["url"].startswith(url)]
+            if pages or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        tab = _DevTools(pages[0]["webSocketDebuggerUrl"])
+        while tab.value("document.readyState") != "complete":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+        def click(element_id: str) -> None:  # a left click in the middle of the element
+            rect = json.loads(tab.value(f"JSON.stringify(document.getElementById('{element_id}')"
+                                        ".getBoundingClientRect())"))
+            x, y = rect["x"] + rect["width"] / 2, rect["y"] + rect["height"] / 2
+            for kind in ("mousePressed", "mouseReleased"):
+                tab.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+
+        text = "Shares of $XYZ plunge after the company cuts its outlook"
+        tab.call("Emulation.setFocusEmulationEnabled", enabled=True)  # a headless tab behaves as a focused one
+        click("text")
+        tab.call("Input.insertText", text=text)  # typed into the text box the click focused
+        assert tab.value("document.getElementById('text').value") == text
+        click("classify")
+        label = ""
+        while not label:
+            assert time.monotonic() < deadline, tab.value("document.body.innerText")
+            time.sleep(0.1)
+            label = tab.value("document.getElementById('label').textContent")
+        shown = json.loads(tab.value(
+            "JSON.stringify([...document.querySelectorAll('#bars .row')].map(r => "
+            "[r.dataset.label, parseFloat(r.querySelector('.p').textContent)]))"))
+        api = httpx.post(f"{url}/predict", json={"texts": [text]}, timeout=30).json()["predictions"][0]
+        assert label == api["label"], "the page shows what the API answers"
+        assert [name for name, _ in shown] == list(api["probs"])
+        assert max(shown, key=lambda item: item[1])[0] == label
+        for name, p in shown:
+            assert p == pytest.approx(api["probs"][name], abs=1e-3)
+        assert tab.value("document.getElementById('error').textContent") == ""
+    finally:
+        browser.kill()
+        browser.wait(timeout=30)
+
+
+def test_every_operation_fuzzed_from_the_openapi_schema(server, tmp_path):
+    """Schemathesis against the live server's own /openapi.json, every operation and every check: no 5xx, every
+    response conforms to the schema (status code, content type, body), bad input is refused and good input accepted;
+    the server is healthy afterwards."""
+    import sys
+
+    cli = Path(sys.executable).with_name("schemathesis")
+    url, _ = server
+    report, config = tmp_path / "junit.xml", tmp_path / "schemathesis.toml"
+    # Bad input is refused with 400 (malformed JSON), 413 (over a documented limit) or 422 (schema), never else.
+    config.write_text('[checks.negative_data_rejection]\nexpected-statuses = ["400", "413", "422"]\n')
+    proc = subprocess.run(
+        [str(cli), "--config-file", str(config), "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", "40", "--seed", "1",
+         "--report", "junit", "--report-junit-path", str(report), "--no-color", "--request-timeout", "30"],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    import xml.etree.ElementTree as ET
+
+    cases = ET.parse(report).getroot().iter("testcase")
+    tested = {case.get("name"): (case.find("failure"), case.find("error")) for case in cases}
+    assert set(tested) == {"POST /predict", "GET /health", "GET /metrics"}, tested  # every operation of the schema
+    assert all(failure is None and error is None for failure, error in tested.values())
+    health = httpx.get(f"{url}/health", timeout=10)
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    ok = httpx.post(f"{url}/predict", json={"texts": ["Apple beats estimates"]}, timeout=30)
+    assert ok.status_code == 200 and len(ok.json()["predictions"]) == 1

@@ -1,6 +1,7 @@
 """``findistill serve``: an HTTP classifier (FastAPI + uvicorn) with micro-batching.
 
 * ``POST /predict`` ``{"texts": [...]}`` → ``{"predictions": [{"label", "probs"}], "model": name}``;
+* ``GET /`` → a self-contained page to try the model (a text box, a button, a bar per label; no external asset);
 * ``GET /health`` → ``{"status": "ok", "model", "variant", "labels", "stats", "limits"}`` (JSON counters);
 * ``GET /metrics`` → the same counters and latency histograms in the Prometheus text format (``prometheus_client``);
 * OpenAPI docs at ``/docs`` (Swagger UI) and ``/redoc``, served from local files (``fastapi-offline``), so they
@@ -34,7 +35,7 @@ from typing import Any, Awaitable, Callable, Sequence
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
@@ -207,7 +208,7 @@ class LimitsMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        path_label = path if path in ("/predict", "/health", "/metrics", "/docs", "/openapi.json") else "other"
+        path_label = path if path in ("/", "/predict", "/health", "/metrics", "/docs", "/openapi.json") else "other"
         started_at = time.perf_counter()
         status: list[int] = []
 
@@ -286,6 +287,74 @@ class LimitsMiddleware:
                 task.cancel()
 
 
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>findistill: __NAME__</title>
+<style>
+body { font: 15px/1.45 system-ui, sans-serif; max-width: 44rem; margin: 2rem auto; padding: 0 1rem; color: #1d2330; }
+h1 { font-size: 1.3rem; margin-bottom: .2rem; } .meta { color: #5b6475; font-size: .9rem; margin-top: 0; }
+textarea { width: 100%; box-sizing: border-box; font: inherit; padding: .5rem; min-height: 5.5rem; }
+button { font: inherit; padding: .4rem 1.2rem; margin-top: .5rem; cursor: pointer; }
+#label { font-size: 1.2rem; font-weight: 600; margin: 1rem 0 .4rem; min-height: 1.5rem; }
+.row { display: grid; grid-template-columns: 6rem 1fr 3.5rem; gap: .6rem; align-items: center; margin: .25rem 0; }
+.bar { background: #e7eaf0; height: .9rem; border-radius: .2rem; overflow: hidden; }
+.bar > div { background: #3a6fd8; height: 100%; width: 0; } .p { text-align: right; font-variant-numeric: tabular-nums; }
+#error { color: #b3261e; }
+</style></head><body>
+<h1>Financial sentiment: try it</h1>
+<p class="meta">Model <code>__NAME__</code> (__VARIANT__) · labels __LABELS__ · __CALIBRATION__</p>
+<label for="text">Text</label>
+<textarea id="text" placeholder="Shares of $XYZ plunge after the company cuts its outlook"></textarea>
+<button id="classify" type="button">Classify</button>
+<div id="label" aria-live="polite"></div><div id="bars"></div><p id="error"></p>
+<script>
+const button = document.getElementById("classify");
+async function classify() {
+  const text = document.getElementById("text").value.trim();
+  const error = document.getElementById("error");
+  error.textContent = "";
+  if (!text) { error.textContent = "Type a text first."; return; }
+  button.disabled = true;
+  try {
+    const response = await fetch("/predict", {method: "POST", headers: {"content-type": "application/json"},
+                                               body: JSON.stringify({texts: [text]})});
+    const body = await response.json();
+    if (!response.ok) { error.textContent = body.detail || ("HTTP " + response.status); return; }
+    const prediction = body.predictions[0];
+    document.getElementById("label").textContent = prediction.label;
+    const bars = document.getElementById("bars");
+    bars.replaceChildren();
+    for (const [name, p] of Object.entries(prediction.probs)) {
+      const row = document.createElement("div"); row.className = "row"; row.dataset.label = name;
+      const bar = document.createElement("div"); bar.className = "bar";
+      const fill = document.createElement("div"); fill.style.width = (100 * p).toFixed(1) + "%"; bar.append(fill);
+      const value = document.createElement("span"); value.className = "p"; value.textContent = p.toFixed(3);
+      const label = document.createElement("span"); label.textContent = name;
+      row.append(label, bar, value); bars.append(row);
+    }
+  } catch (err) { error.textContent = String(err); } finally { button.disabled = false; }
+}
+button.addEventListener("click", classify);
+document.getElementById("text").addEventListener("keydown", e => {
+  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) classify(); });
+</script></body></html>
+"""
+
+
+def try_it_page(classifier: Classifier) -> str:
+    """The self-contained page of ``GET /`` (no external asset): model name, variant, labels and calibration."""
+    import html
+
+    calibration = (f"probabilities calibrated with temperature {classifier.temperature:.3f} (fitted on dev)"
+                   if classifier.temperature != 1.0 else "uncalibrated softmax probabilities")
+    values = {"__NAME__": classifier.name, "__VARIANT__": classifier.variant,
+              "__LABELS__": ", ".join(classifier.labels), "__CALIBRATION__": calibration}
+    page = _PAGE
+    for key, value in values.items():
+        page = page.replace(key, html.escape(value))
+    return page
+
+
 def _validation_detail(errors: Sequence[dict[str, Any]]) -> str:
     parts = []
     for err in errors:
@@ -325,6 +394,16 @@ def create_app(model_dir: str | Path | Classifier, max_texts: int = 64, max_char
     app.state.limits = limits
     app.add_middleware(LimitsMiddleware, max_body_bytes=body_limit, request_timeout_s=request_timeout_s,
                        metrics=metrics)
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """The schema with this server's limits on ``texts`` (413 beyond them), so clients and fuzzers see them."""
+        schema = generate_openapi()
+        texts = schema["components"]["schemas"]["PredictRequest"]["properties"]["texts"]
+        texts["maxItems"], texts["items"]["maxLength"] = max_texts, max_chars
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -352,6 +431,11 @@ def create_app(model_dir: str | Path | Classifier, max_texts: int = 64, max_char
         except Exception as err:  # noqa: BLE001
             raise HTTPException(500, f"inference failed: {first_line(err, with_type=True)}") from None
         return {"predictions": predictions, "model": classifier.name}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        """A page to try the model: a text box, a button, each label's probability as a bar."""
+        return HTMLResponse(try_it_page(classifier))
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

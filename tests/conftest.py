@@ -153,6 +153,18 @@ def shared_tfns_dir() -> Path:
     return SHARED_TFNS
 
 
+def require_chromium() -> str:
+    """The headless Chromium binary; a test without it is skipped here and fails on CI (.ci/run installs it)."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is missing on CI (.ci/run installs it with apt-get)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return chromium
+
+
 def load_benchmark(name: str):
     """Import ``benchmarks/<name>.py`` (a script, not a package) as a module."""
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"

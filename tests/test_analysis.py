@@ -4,7 +4,6 @@ run, and report.html rendered by headless Chromium."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import write_tfns_folder
+from conftest import require_chromium, write_tfns_folder
 from findistill.__main__ import main
 from findistill.analysis import (expected_calibration_error, fit_temperature, load_entities, load_probes,
                                  slice_masks, softmax, swap_entities)
@@ -226,11 +225,7 @@ window.addEventListener("load", function () {
 
 
 def test_report_html_renders_in_chromium(analysed_run, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is missing on CI (.ci/run installs it with apt-get)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+    chromium = require_chromium()
     out, _ = analysed_run
     page = tmp_path / "report.html"
     page.write_text((out / "report.html").read_text().replace("</body>", _CHECK + "</body>"))

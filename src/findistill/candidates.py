@@ -39,7 +39,7 @@ from findistill.data import TextSplit, load_splits, stratified_subsample
 from findistill.errors import FindistillError, first_line
 from findistill.io_utils import atomic_write_json, atomic_write_text
 
-__all__ = ["main", "compare_candidates", "MemoryMeter", "recommend_teacher", "recommend_student", "beats_majority",
+__all__ = ["compare_candidates", "MemoryMeter", "recommend_teacher", "recommend_student", "beats_majority",
            "majority_dev_row"]
 
 STUDENT_TOLERANCE = 0.01  # accuracy points within which the smaller student is preferred

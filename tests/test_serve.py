@@ -256,6 +256,87 @@ def test_request_timeout_answers_503(student_dir):
         assert httpx.get(f"{url}/health", timeout=10).status_code == 200  # the server itself is fine
 
 
+def test_a_slow_client_is_timed_out_and_the_server_stays_responsive(student_dir):
+    """A body sent one byte a second: 503 once the request timeout passes; meanwhile and afterwards others are served."""
+    from findistill.serve import create_app
+
+    app = create_app(student_dir, request_timeout_s=2.0)
+    for url in _serve(app):
+        body = json.dumps({"texts": ["$AAPL soars after earnings"]}).encode()
+        with socket.create_connection(("127.0.0.1", _port(url)), timeout=30) as sock:
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(body))
+            start, sent, answered = time.monotonic(), 0, False
+            while sent < len(body) and not answered:
+                sock.sendall(body[sent:sent + 1])
+                sent += 1
+                other = time.monotonic()
+                assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+                assert time.monotonic() - other < 1.0, "the slow client holds the server up"
+                answered = bool(select.select([sock], [], [], 1.0)[0])  # one byte a second
+            status, _, payload = _read_response(sock)
+            waited = time.monotonic() - start
+        assert status == 503 and json.loads(payload)["detail"].startswith("request timed out after 2 s")
+        assert sent < len(body) and 2.0 <= waited < 10, (sent, waited)
+        ok = httpx.post(f"{url}/predict", json={"texts": ["$AAPL soars"]}, timeout=10)
+        assert ok.status_code == 200 and len(ok.json()["predictions"]) == 1
+
+
+def test_clients_that_disconnect_mid_request_leave_the_server_serving(student_dir):
+    """One client leaves in the middle of its body, another after sending a whole request but before the answer (its
+    batch is still collecting); the requests around them are answered, and the server stays healthy."""
+    from findistill.serve import create_app
+
+    app = create_app(student_dir, batch_window_ms=300)
+    for url in _serve(app):
+        body = json.dumps({"texts": ["Tesla shares fall"]}).encode()
+        head = (b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body))
+
+        async def go():
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                first = asyncio.ensure_future(client.post("/predict", json={"texts": ["Apple beats estimates"]}))
+                with socket.create_connection(("127.0.0.1", _port(url)), timeout=10) as sock:
+                    sock.sendall(head + body[:5])  # leaves mid-body
+                with socket.create_connection(("127.0.0.1", _port(url)), timeout=10) as sock:
+                    sock.sendall(head + body)  # leaves before its answer
+                    await asyncio.sleep(0.05)
+                rest = await asyncio.gather(*(client.post("/predict", json={"texts": [f"Nomura cut to sell #{i}"]})
+                                              for i in range(5)))
+                return [await first, *rest]
+
+        responses = asyncio.run(go())
+        assert [r.status_code for r in responses] == [200] * 6, [r.text for r in responses]
+        assert httpx.get(f"{url}/health", timeout=10).json()["status"] == "ok"
+
+
+def test_200_concurrent_connections_each_get_their_own_answer(server, student_dir):
+    """200 connections at once: every accepted request gets its own text's answer or a clear 503; none is lost."""
+    from findistill.runtime import load_classifier
+
+    url, _ = server
+    texts = [f"{t} #{i}" for i, (t, _) in enumerate(make_rows(200, 11))]
+
+    async def go():
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+            return await asyncio.gather(*(client.post("/predict", json={"texts": [t]}) for t in texts))
+
+    responses = asyncio.run(go())
+    expected = load_classifier(student_dir).predict_proba(texts)
+    labels = ["negative", "neutral", "positive"]
+    answered = 0
+    for i, resp in enumerate(responses):
+        assert resp.status_code in (200, 503), resp.text
+        if resp.status_code == 503:
+            assert resp.json()["detail"].startswith("request timed out")
+            continue
+        answered += 1
+        probs = resp.json()["predictions"][0]["probs"]
+        np.testing.assert_allclose([probs[n] for n in labels], expected[i], atol=1e-5)
+    assert answered >= 190, f"only {answered} of 200 answered"
+
+
 def test_metrics_speak_the_prometheus_text_format(server):
     from prometheus_client.parser import text_string_to_metric_families
 

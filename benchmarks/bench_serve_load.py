@@ -49,7 +49,7 @@ def free_port() -> int:
 def start_server(model_dir: str, port: int, args: argparse.Namespace) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "findistill.serve", model_dir, "--host", "127.0.0.1", "--port", str(port),
            "--batch-window-ms", str(args.batch_window_ms), "--max-batch", str(args.max_batch),
-           "--max-texts", str(max(64, args.texts_per_request))]
+           "--max-texts", str(max(64, args.texts_per_request)), "--workers", str(getattr(args, "workers", 1))]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + args.startup_timeout
     while time.monotonic() < deadline:
@@ -190,6 +190,21 @@ def export_accuracy(model_dir: Path) -> dict[str, Any] | None:
             "file": doc["eval"]["file"], "source": doc["source"]}
 
 
+def predict_rate(model_dir: str, path: str) -> dict[str, Any]:
+    """texts/s of ``findistill predict``'s classifier on ``path`` (best of 3 calls, the model already loaded)."""
+    from findistill.predict import read_rows
+    from findistill.runtime import load_classifier
+
+    texts = [row["text"] for row in read_rows(path)]
+    clf = load_classifier(model_dir)
+    seconds = []
+    for _ in range(3):
+        start = time.perf_counter()
+        clf.predict_proba(texts)
+        seconds.append(time.perf_counter() - start)
+    return {"file": path, "n": len(texts), "texts_per_s": len(texts) / min(seconds), "seconds": seconds}
+
+
 def _stats(url: str) -> dict[str, Any]:
     return httpx.get(f"{url}/health", timeout=10).json()["stats"]
 
@@ -209,7 +224,7 @@ def render(res: dict[str, Any]) -> str:
         f"Server and load generator share this machine (loopback).", "",
         f"Model `{res['model']}` ({res['variant']}); {res['connections']} concurrent connections, "
         f"{res['texts_per_request']} text(s) per request; batch window {res['batch_window_ms']} ms, max batch "
-        f"{res['max_batch']}." + (f" Its accuracy on {res['accuracy']['n']:,} texts of `{res['accuracy']['file']}`: "
+        f"{res['max_batch']}, {res.get('workers', 1)} server process(es)." + (f" Its accuracy on {res['accuracy']['n']:,} texts of `{res['accuracy']['file']}`: "
                                   f"{res['accuracy']['accuracy']:.4f} (macro-F1 {res['accuracy']['macro_f1']:.4f}; "
                                   "from the export report beside it)." if res.get("accuracy") else ""),
         f"Model folder: `{res['model_dir']}`.", "",
@@ -222,6 +237,12 @@ def render(res: dict[str, Any]) -> str:
                      f"{run['errors']} | {s.get('batches', '–')} | {s['mean_texts_per_batch']:.1f} | "
                      + (f"{s['inference_seconds'] / run['wall_s']:.0%} |" if "inference_seconds" in s else "– |"))
     lines += [""]
+    if res.get("predict"):
+        rate = res["predict"]["texts_per_s"]
+        lines += [f"`findistill predict`'s classifier on the {res['predict']['n']:,} texts of `{res['predict']['file']}` "
+                  f"(best of 3, model loaded, same machine, before the server started): {rate:,.0f} texts/s. Served "
+                  "over offline: " + ", ".join(f"{run['client']} {run['texts_per_s'] / rate:.2f}" for run in res["runs"])
+                  + ".", ""]
     for run in res["runs"]:
         if run["client"] == "wrk":
             lines.append(f"wrk: `{run['command']}` ({run['wrk_version']}), {run['wall_s']:.1f} s.")
@@ -244,12 +265,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--texts-per-request", type=int, default=1)
     p.add_argument("--batch-window-ms", type=float, default=5.0)
     p.add_argument("--max-batch", type=int, default=64)
+    p.add_argument("--workers", type=int, default=1, help="findistill serve --workers")
     p.add_argument("--timeout", type=float, default=60.0, help="per-request timeout (s)")
     p.add_argument("--max-seconds", type=float, default=300.0, help="cap on the whole load phase")
     p.add_argument("--startup-timeout", type=float, default=180.0)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "serve_load"))
+    p.add_argument("--predict-file", default=None,
+                   help="also time findistill predict's classifier on this file's texts (best of 3, model loaded, "
+                        "before the server starts) and report served texts/s over it")
     args = p.parse_args(argv)
 
+    offline = predict_rate(args.model_dir, args.predict_file) if args.predict_file else None
     port = free_port()
     texts = synthetic_texts(2000)
     try:
@@ -280,8 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine_info(),
            "model": health["model"], "variant": health["variant"], "model_dir": str(Path(args.model_dir).resolve()),
-           "accuracy": export_accuracy(Path(args.model_dir)), "connections": args.clients, "texts_per_request": args.texts_per_request,
-           "batch_window_ms": args.batch_window_ms, "max_batch": args.max_batch, "runs": runs}
+           "accuracy": export_accuracy(Path(args.model_dir)), "predict": offline, "connections": args.clients, "texts_per_request": args.texts_per_request,
+           "batch_window_ms": args.batch_window_ms, "max_batch": args.max_batch, "workers": args.workers, "runs": runs}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")

@@ -8,12 +8,14 @@ import re
 import select
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 
 from conftest import make_rows, require_chromium
@@ -150,6 +152,36 @@ def test_main_bad_model_exits_2(tmp_path, capsys):
 
     assert main([str(tmp_path / "nope")]) == 2
     assert "model folder not found" in capsys.readouterr().err
+
+
+def test_two_worker_processes_serve_one_port(student_dir, capsys):
+    """`findistill serve --workers 2`: two processes, each with the model, answer on one port; bad --workers is one line."""
+    from findistill.serve import main
+
+    assert main([str(student_dir), "--workers", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "findistill: error: --workers must be >= 1, got 0"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "findistill.serve", str(student_dir), "--port", str(port),
+                             "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        answers = [httpx.post(f"http://127.0.0.1:{port}/predict", json={"texts": [f"Apple beats #{i}"]}, timeout=30)
+                   for i in range(8)]
+        assert all(r.status_code == 200 and len(r.json()["predictions"]) == 1 for r in answers)
+        workers = [c for c in psutil.Process(proc.pid).children(recursive=True) if "python" in c.name().lower()]
+        assert len(workers) >= 2, workers
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 # --------------------------------------------------------------------------------------------- HTTP-layer limits
@@ -497,8 +529,6 @@ def test_every_operation_fuzzed_from_the_openapi_schema(server, tmp_path):
     """Schemathesis against the live server's own /openapi.json, every operation and every check: no 5xx, every
     response conforms to the schema (status code, content type, body), bad input is refused and good input accepted;
     the server is healthy afterwards."""
-    import sys
-
     cli = Path(sys.executable).with_name("schemathesis")
     url, _ = server
     report, config = tmp_path / "junit.xml", tmp_path / "schemathesis.toml"

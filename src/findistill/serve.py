@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from contextlib import asynccontextmanager
@@ -365,13 +366,13 @@ def _validation_detail(errors: Sequence[dict[str, Any]]) -> str:
 
 def create_app(model_dir: str | Path | Classifier, max_texts: int = 64, max_chars: int = 1000,
                batch_window_ms: float = 5.0, max_batch: int = 64, *, max_body_bytes: int | None = None,
-               request_timeout_s: float | None = 30.0) -> FastAPI:
+               request_timeout_s: float | None = 30.0, threads: int | None = None) -> FastAPI:
     """The FastAPI app serving ``model_dir`` (any variant, or an already loaded :class:`Classifier`).
 
     ``max_body_bytes`` (default :func:`default_max_body_bytes`) and ``request_timeout_s`` (None or 0: no timeout)
-    are enforced by :class:`LimitsMiddleware` around the whole app.
+    are enforced by :class:`LimitsMiddleware` around the whole app. ``threads``: the classifier's cores (default all).
     """
-    classifier = model_dir if isinstance(model_dir, Classifier) else load_classifier(model_dir)
+    classifier = model_dir if isinstance(model_dir, Classifier) else load_classifier(model_dir, threads=threads)
     metrics = Metrics()
     batcher = MicroBatcher(classifier, batch_window_ms, max_batch, metrics)
     body_limit = default_max_body_bytes(max_texts, max_chars) if max_body_bytes is None else int(max_body_bytes)
@@ -467,22 +468,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--request-timeout-s", type=float, default=30.0,
                    help="answer 503 when a response has not started within this time (reading + queueing + "
                         "inference); 0: no timeout")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes on one port, each with the model and cores / workers threads (default 1)")
     p.add_argument("--log-level", default="warning")
     return p
+
+
+_ARGS_ENV = "FINDISTILL_SERVE_ARGS"
+
+
+def _app_from_args(args: argparse.Namespace):
+    threads = max(1, (os.cpu_count() or 1) // args.workers) if args.workers > 1 else None
+    return create_app(args.model, args.max_texts, args.max_chars, args.batch_window_ms, args.max_batch,
+                      max_body_bytes=args.max_body_bytes, request_timeout_s=args.request_timeout_s, threads=threads)
+
+
+def worker_app():
+    """The app of one ``--workers`` process (uvicorn imports it as a factory; the arguments come in the environment)."""
+    return _app_from_args(argparse.Namespace(**json.loads(os.environ[_ARGS_ENV])))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     args = build_parser().parse_args(argv)
+    if args.workers < 1:
+        print(f"findistill: error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
+        return 2
     try:
-        app = create_app(args.model, args.max_texts, args.max_chars, args.batch_window_ms, args.max_batch,
-                         max_body_bytes=args.max_body_bytes, request_timeout_s=args.request_timeout_s)
+        app = _app_from_args(args)  # loaded here too, so that a bad model is one line before any worker starts
     except FindistillError as err:
         print(f"findistill: error: {err}", file=sys.stderr)
         return 2
-    print(f"serving {app.state.classifier.name} on http://{args.host}:{args.port} (docs at /docs)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    print(f"serving {app.state.classifier.name} on http://{args.host}:{args.port} (docs at /docs"
+          + (f"; {args.workers} worker processes" if args.workers > 1 else "") + ")", file=sys.stderr)
+    if args.workers == 1:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        return 0
+    del app
+    os.environ[_ARGS_ENV] = json.dumps(vars(args))
+    uvicorn.run("findistill.serve:worker_app", factory=True, workers=args.workers, host=args.host, port=args.port,
+                log_level=args.log_level)
     return 0
 
 

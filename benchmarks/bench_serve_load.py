@@ -216,6 +216,18 @@ def _server_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, An
     return out
 
 
+# The serving issue's targets for the wrk run (50 connections, one text per request).
+TARGETS = {"requests_per_s": 1500.0, "latency_ms_p99": 100.0}
+
+
+def target_status(run: dict[str, Any]) -> dict[str, str]:
+    rps, p99 = run["requests_per_s"], run["latency_ms_p99"]
+    return {"requests_per_s": f"{'met' if rps >= TARGETS['requests_per_s'] else 'missed'} "
+                              f"({rps:,.0f} vs >= {TARGETS['requests_per_s']:,.0f})",
+            "latency_ms_p99": f"{'met' if p99 <= TARGETS['latency_ms_p99'] else 'missed'} "
+                              f"({p99:.0f} ms vs <= {TARGETS['latency_ms_p99']:.0f} ms)"}
+
+
 def render(res: dict[str, Any]) -> str:
     m = res["machine"]
     lines = [
@@ -237,6 +249,10 @@ def render(res: dict[str, Any]) -> str:
                      f"{run['errors']} | {s.get('batches', '–')} | {s['mean_texts_per_batch']:.1f} | "
                      + (f"{s['inference_seconds'] / run['wall_s']:.0%} |" if "inference_seconds" in s else "– |"))
     lines += [""]
+    for run in res["runs"]:
+        if run.get("targets"):
+            lines += [f"Targets ({run['client']}): requests/s {run['targets']['requests_per_s']}; p99 "
+                      f"{run['targets']['latency_ms_p99']}.", ""]
     if res.get("predict"):
         rate = res["predict"]["texts_per_s"]
         lines += [f"`findistill predict`'s classifier on the {res['predict']['n']:,} texts of `{res['predict']['file']}` "
@@ -292,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             before = _stats(url)
             load = run_wrk(url, texts, args.clients, args.duration, args.texts_per_request, args.timeout)
             runs.append({**load, "server_metrics": _server_delta(before, _stats(url))})
+            runs[-1]["targets"] = target_status(runs[-1])
         if args.client in ("both", "python"):
             before = _stats(url)
             load = asyncio.run(run_load(url, texts, args.clients, args.requests, args.texts_per_request,

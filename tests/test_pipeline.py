@@ -287,6 +287,16 @@ def test_an_interrupted_stage_resumes_and_a_missing_output_reruns(tiny_run, caps
     assert plan["report"] == ("run", "student_ce, student_distilled runs")
 
 
+def test_evaluate_rebuilds_the_report_from_the_predictions_and_prints_the_table(tiny_run, capsys):
+    config, out, data_dir = tiny_run
+    (out / "results.json").unlink()
+    capsys.readouterr()
+    assert main(["evaluate", str(config), "--out", str(out), "--data-dir", str(data_dir)]) == 0
+    printed = capsys.readouterr().out
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert printed.startswith("| model | role |") and all(row["name"] in printed for row in rows)
+
+
 def test_a_folder_from_before_stage_keys_is_adopted_under_its_own_config(tiny_run, capsys, monkeypatch):
     """No stages.json: outputs are recorded under the keys of its config.yaml; its per-split teacher_logits/
     files are read while the teacher is unchanged, without loading the teacher."""

@@ -158,7 +158,11 @@ def evaluate_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     config, out, data_dir = _load(args)
     if not args.model:
-        run(config, out, data_dir, stages=("report",))
+        results = run(config, out, data_dir, stages=("report",))
+        if results is not None and is_main():
+            from findistill.report import render_table
+
+            print(render_table(results["rows"]).rstrip("\n"))
         return 0
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

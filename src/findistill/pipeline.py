@@ -91,8 +91,8 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
 }
 # Teacher keys that change how the teacher is run, not the fine-tuned weights.
 _INFERENCE_ONLY = ("name", "batch_size", "backend", "vllm", "device_map", "quantization")
-# Teacher keys of the health gate: what the run accepts of a teacher, not what the teacher is (no stage key reads them,
-# so stage keys made before they existed stay valid, and changing them re-runs nothing).
+# Teacher keys of the health gate: what the run accepts of a teacher, not what the teacher is (no teacher or student
+# stage key reads them, so keys made before they existed stay valid; changing them re-writes only the report).
 _GATE = ("min_class_recall", "health_gate")
 # Train keys the CE-only student does not read, and keys that change no result (checkpointing).
 _KD_ONLY = ("alpha", "temperature")
@@ -534,7 +534,7 @@ class Run:
     def stage_teacher_check(self) -> None:
         """The health gate: the teacher on the dev split (no evaluation text) before it labels anything a student
         learns from. The check is made once (``teacher_check.json``); the gate is applied on every run, so changing
-        ``teacher.min_class_recall`` or ``teacher.health_gate`` re-runs nothing."""
+        ``teacher.min_class_recall`` or ``teacher.health_gate`` re-runs no teacher or student stage."""
         if self._begin("teacher_check"):
             from findistill.evaluate import health_check
 

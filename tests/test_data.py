@@ -347,7 +347,8 @@ def test_transfer_texts_overlapping_dev_or_eval_are_dropped_and_counted(tmp_path
     assert splits.transfer.labels == [-1, -1]
     report = splits.transfer_report
     assert report == {"read": 7, "empty": 1, "duplicate": 1, "overlap_eval": 1, "overlap_dev": 1,
-                      "overlap_train": 1, "capped": 0, "kept": 2}
+                      "overlap_train": 1, "capped": 0, "kept": 2, "sources": {"topic/t.csv": {"read": 7, "kept": 2}}}
+    assert splits.transfer.sources == ["topic/t.csv", "topic/t.csv"]
     info = splits.info()
     assert info["n_transfer"] == 2 and info["transfer"]["overlap_eval"] == 1
     json.dumps(info)
@@ -361,6 +362,30 @@ def test_transfer_cap_is_a_seeded_subset_in_file_order():
     assert a.texts == b.texts and a.texts != c.texts and len(a) == 10
     assert a.texts == sorted(a.texts, key=lambda t: int(t.rsplit(" ", 1)[1]))
     assert rep["capped"] == 40 and rep["kept"] == 10
+
+
+def test_transfer_sources_are_counted_and_kept_beside_each_text():
+    parts = [TextSplit("tweets", [f"tweet {i}" for i in range(30)], [-1] * 30),
+             TextSplit("headlines", [f"headline {i}" for i in range(10)] + ["tweet 3"], [-1] * 11)]
+    split, rep = build_transfer(parts, {}, cap=20, seed=0)
+    assert len(split.sources) == len(split) == 20
+    assert all(src == text.split()[0] + "s" for src, text in zip(split.sources, split.texts))
+    assert rep["sources"]["tweets"]["read"] == 30 and rep["sources"]["headlines"]["read"] == 11
+    assert rep["sources"]["tweets"]["kept"] + rep["sources"]["headlines"]["kept"] == 20
+    assert split.subset([0, 1]).sources == split.sources[:2]
+
+
+def test_a_source_the_teacher_labels_nearly_all_one_class_is_warned_about():
+    import numpy as np
+
+    from findistill.evaluate import source_warnings, transfer_source_labels
+
+    logits = np.eye(3)[[1] * 97 + [0, 2, 2] + [0, 1, 2] * 10]  # source a: 97% neutral; source b: balanced
+    labels = transfer_source_labels(["a"] * 100 + ["b"] * 30, logits)
+    assert labels == {"a": {"negative": 1, "neutral": 97, "positive": 2},
+                      "b": {"negative": 10, "neutral": 10, "positive": 10}}
+    assert source_warnings(labels) == ["transfer source 'a': the teacher calls 97% of its 100 texts 'neutral', so it "
+                                       "teaches the student little beyond that class"]
 
 
 def test_overlap_key_normalises_case_whitespace_and_urls():

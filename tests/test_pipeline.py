@@ -164,6 +164,11 @@ def test_run_with_augmentation_and_transfer_set(tmp_path, tiny_llama_dir, tiny_b
     assert meta["train_examples"] == n_train + aug["kept"] + 3, "gold + kept paraphrases + 3 transfer texts"
     assert prediction_meta(out, "student_ce")["train_examples"] == n_train + aug["kept"]
     assert "Augmentation" in (out / "report.md").read_text() or "augmentation" in (out / "report.md").read_text()
+    # The transfer texts by source: read, kept, and what the teacher called each kept text (from its cached logits).
+    source = results["transfer_sources"][str(transfer)]
+    assert source["read"] == 3 and source["kept"] == 3 and sum(source["teacher_labels"].values()) == 3
+    assert str(transfer) in (out / "report.md").read_text().split("## Transfer texts by source")[1]
+    assert f"`{transfer}`: 3 of 3 texts" in (out / "student" / "README.md").read_text()
 
 
 def prediction_meta(out: Path, role: str) -> dict:

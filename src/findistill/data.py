@@ -15,7 +15,7 @@ import os
 import re
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
 from typing import Any, Sequence
@@ -40,6 +40,7 @@ class TextSplit:
     name: str
     texts: list[str]
     labels: list[int]
+    sources: list[str] | None = None  # transfer texts: the data.transfer_files entry each text came from
 
     def __post_init__(self):
         if len(self.texts) != len(self.labels):
@@ -49,7 +50,8 @@ class TextSplit:
         return len(self.texts)
 
     def subset(self, indices: Sequence[int]) -> TextSplit:
-        return TextSplit(self.name, [self.texts[i] for i in indices], [self.labels[i] for i in indices])
+        return TextSplit(self.name, [self.texts[i] for i in indices], [self.labels[i] for i in indices],
+                         None if self.sources is None else [self.sources[i] for i in indices])
 
     def label_counts(self) -> dict[str, int]:
         """Counts per canonical class (all classes present, zeros included); ``unlabelled`` only when any."""
@@ -313,8 +315,9 @@ def build_transfer(parts: Sequence[TextSplit], splits: dict[str, TextSplit], cap
     Keys are :func:`overlap_key`. A text whose key is empty (a bare URL) is dropped; a repeat of an earlier
     transfer text is dropped; a text whose key occurs in one of ``splits`` (train, dev, eval) is dropped and counted
     under ``overlap_<split>`` (the first split that has it, in the given order). ``cap`` keeps a seeded random
-    subset of what is left, in file order. Returns the split and the counts (``read``, ``empty``, ``duplicate``,
-    ``overlap_*``, ``capped``, ``kept``).
+    subset of what is left, in file order. Returns the split (``sources``: each kept text's part name) and the counts
+    (``read``, ``empty``, ``duplicate``, ``overlap_*``, ``capped``, ``kept``, and per part name ``sources``: read,
+    kept).
     """
     owners: dict[str, str] = {}
     for name, split in splits.items():
@@ -323,7 +326,10 @@ def build_transfer(parts: Sequence[TextSplit], splits: dict[str, TextSplit], cap
     report = {"read": 0, "empty": 0, "duplicate": 0, **{f"overlap_{name}": 0 for name in splits}, "capped": 0}
     seen: set[str] = set()
     kept: list[str] = []
+    origin: list[str] = []
+    read: dict[str, int] = {}
     for part in parts:
+        read[part.name] = read.get(part.name, 0) + len(part)
         for text in part.texts:
             report["read"] += 1
             key = overlap_key(text)
@@ -336,12 +342,15 @@ def build_transfer(parts: Sequence[TextSplit], splits: dict[str, TextSplit], cap
             else:
                 seen.add(key)
                 kept.append(normalize_text(text))
+                origin.append(part.name)
     if cap is not None and cap < len(kept):
         chosen = sorted(np.random.default_rng(seed).permutation(len(kept))[:cap].tolist())
         report["capped"] = len(kept) - cap
-        kept = [kept[i] for i in chosen]
+        kept, origin = [kept[i] for i in chosen], [origin[i] for i in chosen]
     report["kept"] = len(kept)
-    return TextSplit("transfer", kept, [-1] * len(kept)), report
+    counts = Counter(origin)
+    report["sources"] = {name: {"read": n, "kept": counts.get(name, 0)} for name, n in read.items()}
+    return TextSplit("transfer", kept, [-1] * len(kept), origin), report
 
 
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
@@ -487,12 +496,14 @@ def load_splits(cfg: DataConfig, data_dir: str | None = None) -> DatasetSplits:
     if cfg.transfer_files:
         # the folder TFNS was read from (as in _raw_splits: a source folder wins over --data-dir / the env var)
         folder = cfg.source if Path(cfg.source).expanduser().is_dir() else (data_dir or os.environ.get(DATA_DIR_ENV))
-        parts = [part for ref in cfg.transfer_files for part in load_transfer_source(ref, cfg.text_column, folder)]
+        parts = [replace(part, name=ref) for ref in cfg.transfer_files
+                 for part in load_transfer_source(ref, cfg.text_column, folder)]
         # a text in several splits counts as a leak into the first of these: evaluation, dev, train
         transfer, transfer_report = build_transfer(parts, {"eval": evals, "dev": dev, "train": train},
                                                    cfg.max_transfer_examples, cfg.seed)
         logger.info("transfer texts: %d kept of %d read (%s)", transfer_report["kept"], transfer_report["read"],
-                    ", ".join(f"{k} {v}" for k, v in transfer_report.items() if k not in ("read", "kept") and v))
+                    ", ".join(f"{k} {v}" for k, v in transfer_report.items()
+                              if k not in ("read", "kept", "sources") and v))
     roles = {"train": train, "dev": dev, "eval": evals, "transfer": transfer}
     duplicates = find_duplicates({role: split for role, split in roles.items() if split is not None})
     if duplicates["total"]:

@@ -413,3 +413,29 @@ def row_warnings(rows: Sequence[dict[str, Any]], split: str = "the evaluation sp
             warnings.append(f"{row['name']} scores below the majority class on {split} "
                             f"(accuracy {row['accuracy']:.3f} < {majority:.3f})")
     return warnings
+
+
+# A transfer source whose teacher labels are nearly all one class teaches the student little.
+ONE_CLASS_SHARE = 0.95
+
+
+def transfer_source_labels(sources: Sequence[str], teacher_logits: np.ndarray) -> dict[str, dict[str, int]]:
+    """Per transfer source: how many of its texts the teacher puts in each class."""
+    pred = predictions(np.asarray(teacher_logits))
+    out: dict[str, dict[str, int]] = {}
+    for source, p in zip(sources, pred):
+        counts = out.setdefault(source, {name: 0 for name in LABELS})
+        counts[LABELS[int(p)]] += 1
+    return out
+
+
+def source_warnings(labels: dict[str, dict[str, int]]) -> list[str]:
+    """A warning for each source whose teacher labels are more than :data:`ONE_CLASS_SHARE` one class."""
+    warnings = []
+    for source, counts in labels.items():
+        total = sum(counts.values())
+        name, top = max(counts.items(), key=lambda item: item[1])
+        if total and top / total > ONE_CLASS_SHARE:
+            warnings.append(f"transfer source {source!r}: the teacher calls {top / total:.0%} of its {total} texts "
+                            f"{name!r}, so it teaches the student little beyond that class")
+    return warnings

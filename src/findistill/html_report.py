@@ -322,6 +322,12 @@ def render_html(doc: Mapping[str, Any], figures: Mapping[str, bytes], results: M
     if isinstance(results.get("teacher_check"), Mapping):
         heading, _, text = teacher_check_lines(results["teacher_check"])
         body += [f"<h2>{_e(heading[3:])}</h2>", f'<p id="teacher-check">{_e(text)}</p>']
+    if isinstance(results.get("transfer_sources"), Mapping):
+        body += ["<h2>Transfer texts by source</h2>",
+                 _table(["source", "read", "kept", *[f"teacher: {c}" for c in LABELS]],
+                        [[name, f"{s.get('read', 0):,}", f"{s.get('kept', 0):,}",
+                          *[f"{s.get('teacher_labels', {}).get(c, 0):,}" for c in LABELS]]
+                         for name, s in results["transfer_sources"].items()], table_id="transfer-sources")]
     body += ["<h2>Confusion matrices</h2>", "<p>Rows: true class, columns: predicted.</p>",
              _img(figures, "confusion", "confusion matrices")]
     body += ["<h2>Calibration</h2>",

@@ -116,6 +116,11 @@ def render_model_card(role: str, cfg: RunConfig, results: Mapping[str, Any], doc
              f"dev split of {info.get('n_dev', '?'):,} texts carved from train (checkpoint and temperature "
              f"selection), evaluation on the `{info.get('split', '?')}` split ({info.get('n', '?'):,} texts, used "
              "for nothing else).", ""]
+    if isinstance(results.get("transfer_sources"), Mapping) and role == "student_distilled":
+        lines += ["Unlabelled transfer texts the teacher labelled (the KD term only), by source:", ""]
+        lines += [f"- `{name}`: {s.get('kept', 0):,} of {s.get('read', 0):,} texts; the teacher called them "
+                  + ", ".join(f"{c} {s.get('teacher_labels', {}).get(c, 0):,}" for c in LABELS)
+                  for name, s in results["transfer_sources"].items()] + [""]
     if row.get("train_examples"):
         lines += [f"The student saw {row['train_examples']:,} training texts for {row.get('train_steps', '?')} "
                   f"optimizer steps ({row.get('train_wall_time_s', '?')} s).", ""]

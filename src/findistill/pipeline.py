@@ -53,7 +53,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from findistill.config import ConfigError, RunConfig, dump_config, load_config, save_config
+from findistill.config import LABELS, ConfigError, RunConfig, dump_config, load_config, save_config
 from findistill.data import DatasetSplits, TextSplit, load_splits
 from findistill.distributed import barrier, is_main, on_main, rank_world
 from findistill.io_utils import atomic_write_json, folder_lock
@@ -582,6 +582,20 @@ class Run:
         raise TeacherHealthError(f"{'; '.join(problems)}. A student would learn the same, so nothing was labelled; "
                                  f"fix the teacher, or distil it anyway with {override}")
 
+    def transfer_sources(self) -> dict[str, dict] | None:
+        """Per ``data.transfer_files`` entry: texts read and kept, and the classes the teacher gave the kept ones (from
+        the cache, once the label stage has finished; None before, or without transfer texts)."""
+        from findistill.evaluate import transfer_source_labels
+
+        transfer = self.splits.transfer
+        if transfer is None or not len(transfer) or transfer.sources is None or \
+                not self.stage_records()["stages"].get("label", {}).get("finished"):
+            return None
+        labels = transfer_source_labels(transfer.sources, self.teacher_logits(transfer))
+        counts = self.splits.transfer_report.get("sources", {})
+        return {name: {**counts.get(name, {}), "teacher_labels": labels.get(name, {c: 0 for c in LABELS})}
+                for name in counts}
+
     def stage_teacher_eval(self) -> None:
         if not self._begin("teacher_eval"):
             return
@@ -774,7 +788,7 @@ class Run:
         return results
 
     def _report(self) -> dict:
-        from findistill.evaluate import evaluate_row, majority_row, paired_bootstrap, row_warnings
+        from findistill.evaluate import evaluate_row, majority_row, paired_bootstrap, row_warnings, source_warnings
         from findistill.report import build_results, write_results
 
         splits, ev_cfg = self.splits, self.config.eval
@@ -788,6 +802,8 @@ class Run:
             rows.append(evaluate_row(p.name, role, y, p.logits, ev_cfg,
                                      reference_logits=teacher_logits if role != "teacher" else None, **p.meta))
         warnings = row_warnings(rows)
+        if sources := self.transfer_sources():
+            warnings += source_warnings({k: v["teacher_labels"] for k, v in sources.items()})
         comparisons = []
         for a, b in (("student_distilled", "student_ce"), ("student_distilled", "teacher")):
             if a in preds and b in preds:
@@ -799,6 +815,8 @@ class Run:
                  "warnings": warnings}
         if check := self.teacher_check():
             extra["teacher_check"] = check
+        if sources:
+            extra["transfer_sources"] = sources
         if fold_summaries := self.teacher_fold_summaries():
             extra["teacher_folds"] = fold_summaries
         summary = self.out / "augment" / "summary.json"

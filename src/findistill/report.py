@@ -313,6 +313,17 @@ def teacher_check_lines(check: Mapping[str, Any]) -> list[str]:
             f"majority class): {verdict}."]
 
 
+def transfer_sources_lines(sources: Mapping[str, Any]) -> list[str]:
+    """The transfer texts by source: read, kept, and the classes the teacher gave the kept ones."""
+    lines = ["## Transfer texts by source", "", "| source | read | kept | teacher: negative / neutral / positive |",
+             "|---|---:|---:|---:|"]
+    for name, s in sources.items():
+        t = s.get("teacher_labels", {})
+        lines.append(f"| {_cell(name)} | {s.get('read', 0):,} | {s.get('kept', 0):,} | "
+                     + " / ".join(f"{t.get(c, 0):,}" for c in LABELS) + " |")
+    return lines
+
+
 def _augmentation_section(aug: Mapping[str, Any], max_examples: int = 5) -> list[str]:
     lines = ["## Augmentation", ""]
     generated, kept = aug.get("generated"), aug.get("kept")
@@ -356,6 +367,8 @@ def render_report(results: Mapping[str, Any], config_yaml: str | None = None) ->
         lines += _per_class_section(rows) + [""]
     if isinstance(results.get("teacher_check"), Mapping):
         lines += teacher_check_lines(results["teacher_check"]) + [""]
+    if isinstance(results.get("transfer_sources"), Mapping):
+        lines += transfer_sources_lines(results["transfer_sources"]) + [""]
     if isinstance(results.get("augmentation"), Mapping):
         lines += _augmentation_section(results["augmentation"]) + [""]
     if config_yaml:

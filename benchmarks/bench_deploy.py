@@ -5,7 +5,7 @@
 MODEL_DIR is a saved student (plain Hugging Face folder). Its variants are read from ``--export-dir`` (what
 ``findistill export`` wrote) or exported into a temporary folder first. For each variant: batch size 1 (p50/p95
 latency per call, texts/s) and each of ``--batch-sizes`` (latency per batch, texts/s); the best batch size is the
-fastest. ``--teacher`` also times a prompted causal LM read by its next-token logits (``findistill.teacher``).
+fastest. ``--teacher`` also times a prompted causal LM read by its next-token logits (``findistill.teachers.base``).
 Writes ``results.json`` and ``report.md`` (machine, versions, command, date) under ``--out``.
 """
 
@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_machine import machine_info  # noqa: E402
+from findistill.machine import machine_info  # noqa: E402
 
 _SUBJECTS = ["$AAPL", "$TSLA", "Apple", "Tesla", "Cemex", "the bank", "Nomura", "$BYND", "Carnival", "JPMorgan"]
 _PHRASES = ["plunges after weak outlook", "cut to sell at Credit Suisse", "misses estimates on lower margins",
@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from findistill.errors import FindistillError
-    from findistill.runtime import EXPORT_VARIANTS, load_classifier, weights_size_mb
+    from findistill.deploy.runtime import EXPORT_VARIANTS, load_classifier, weights_size_mb
 
     if args.torch_threads:
         import torch
@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     try:
         if args.texts:
-            from findistill.predict import read_texts
+            from findistill.deploy.predict import read_texts
 
             texts = read_texts(args.texts)[: args.n_texts]
         else:
@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp = None
         export_dir = Path(args.export_dir) if args.export_dir else None
         if export_dir is None:
-            from findistill.export import export
+            from findistill.deploy.export import export
 
             tmp = tempfile.TemporaryDirectory(prefix="bench-deploy-")
             export_dir = Path(tmp.name) / "export"
@@ -175,24 +175,24 @@ def safetensors_parameters(folder: Path) -> int:
 def bench_teacher(args: argparse.Namespace, texts: list[str]) -> dict:
     """Time the teacher: a sequence-classifier folder (e.g. a head-fine-tuned teacher) runs through the same
     runtime as the students; anything else is read as a prompted causal LM via its label-word logits."""
-    from findistill.model_refs import resolve_model
+    from findistill.models.refs import resolve_model
 
     path = Path(resolve_model(args.teacher))
     config = path / "config.json"
     archs = (json.loads(config.read_text()).get("architectures") or []) if config.is_file() else []
     tb = [args.teacher_batch_size]
     if any(a.endswith("ForSequenceClassification") for a in archs):
-        from findistill.runtime import load_classifier
+        from findistill.deploy.runtime import load_classifier
 
         clf = load_classifier(path, max_length=args.max_length)
         row = bench_model(f"teacher {args.teacher}", lambda b: clf.predict_proba(b, batch_size=len(b)),
                           texts, tb, min(args.calls, 20), args.max_seconds)
-        from findistill.runtime import weights_size_mb
+        from findistill.deploy.runtime import weights_size_mb
 
         return {**row, "variant": "teacher (classifier, fp32)", "size_mb": weights_size_mb(path),
                 "parameters": safetensors_parameters(path)}
     from findistill.config import TeacherConfig
-    from findistill.teacher import PromptedLMTeacher
+    from findistill.teachers import PromptedLMTeacher
 
     teacher = PromptedLMTeacher(TeacherConfig(model=args.teacher, dtype="float32"), device="cpu")
 

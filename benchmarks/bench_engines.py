@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_machine import data_dir as tfns_data_dir, machine_info, timing_report_head  # noqa: E402
+from bench_machine import data_dir as tfns_data_dir, timing_report_head  # noqa: E402
+from findistill.machine import machine_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,8 +73,8 @@ def _augment_cfg(args: argparse.Namespace) -> Any:
 def run_backend(backend: str, args: argparse.Namespace, label_texts: list[str], para_texts: list[str],
                 tmp: Path) -> tuple[dict[str, Any], Any]:
     """Time one backend: load, labelling, paraphrasing. Returns (row, class logits of ``label_texts``)."""
-    from findistill.augment import generate_paraphrases, load_generator
-    from findistill.teacher import PromptedLMTeacher
+    from findistill.data.augment import generate_paraphrases, load_generator
+    from findistill.teachers import PromptedLMTeacher
 
     row: dict[str, Any] = {"backend": backend}
     start = time.perf_counter()
@@ -137,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from findistill.config import DataConfig
-    from findistill.data import load_splits
-    from findistill.io_utils import atomic_write_json, atomic_write_text
+    from findistill.data.splits import load_splits
+    from findistill.io import atomic_write_json, atomic_write_text
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     wall = time.perf_counter()

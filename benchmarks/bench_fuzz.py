@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_machine import machine_info  # noqa: E402
+from findistill.machine import machine_info  # noqa: E402
 from bench_serve_load import free_port, start_server, stop_server  # noqa: E402
 
 # Bad input is refused with 400 (malformed JSON), 413 (over a documented limit) or 422 (schema).

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_machine import data_dir as tfns_data_dir, machine_info, timing_report_head  # noqa: E402
+from bench_machine import data_dir as tfns_data_dir, timing_report_head  # noqa: E402
+from findistill.machine import machine_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,7 +105,7 @@ def render(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    from findistill.io_utils import atomic_write_json, atomic_write_text
+    from findistill.io import atomic_write_json, atomic_write_text
 
     counts = [int(k) for k in args.processes.split(",") if k.strip()]
     cores = os.cpu_count() or 1

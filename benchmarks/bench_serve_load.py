@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_deploy import synthetic_texts  # noqa: E402
-from bench_machine import machine_info  # noqa: E402
+from findistill.machine import machine_info  # noqa: E402
 
 
 def free_port() -> int:
@@ -47,7 +47,7 @@ def free_port() -> int:
 
 
 def start_server(model_dir: str, port: int, args: argparse.Namespace) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "findistill.serve", model_dir, "--host", "127.0.0.1", "--port", str(port),
+    cmd = [sys.executable, "-m", "findistill.deploy.serve", model_dir, "--host", "127.0.0.1", "--port", str(port),
            "--batch-window-ms", str(args.batch_window_ms), "--max-batch", str(args.max_batch),
            "--max-texts", str(max(64, args.texts_per_request)), "--workers", str(getattr(args, "workers", 1))]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -192,8 +192,8 @@ def export_accuracy(model_dir: Path) -> dict[str, Any] | None:
 
 def predict_rate(model_dir: str, path: str) -> dict[str, Any]:
     """texts/s of ``findistill predict``'s classifier on ``path`` (best of 3 calls, the model already loaded)."""
-    from findistill.predict import read_rows
-    from findistill.runtime import load_classifier
+    from findistill.deploy.predict import read_rows
+    from findistill.deploy.runtime import load_classifier
 
     texts = [row["text"] for row in read_rows(path)]
     clf = load_classifier(model_dir)

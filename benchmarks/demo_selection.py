@@ -58,8 +58,8 @@ def write_holdouts(folder: Path, n: int = 1000, seed: int = 0) -> None:
 
 def measure(run: Path, holdouts: dict[str, list[str]]) -> dict:
     from findistill.config import load_config
-    from findistill.data import load_splits
-    from findistill.runtime import load_classifier
+    from findistill.data.splits import load_splits
+    from findistill.deploy.runtime import load_classifier
 
     results = json.loads((run / "results.json").read_text())
     rows = {r["role"]: r for r in results["rows"]}

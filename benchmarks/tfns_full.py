@@ -8,7 +8,7 @@ the student untrained, CE-only and distilled (KD + CE). Each row: accuracy / mac
 training wall time, inference examples/s. Paired bootstrap: distilled vs CE-only, distilled vs the tuned teacher,
 tuned teacher vs CE-only student, tuned vs zero-shot teacher.
 
-The main chain is ``findistill.pipeline.run`` on the benchmark config (``--run-dir``, default ``runs/tfns_full``, is
+The main chain is ``findistill.pipeline.runner`` on the benchmark config (``--run-dir``, default ``runs/tfns_full``, is
 a normal, resumable run folder holding the models); the prompted zero-/k-shot rows are extra teachers
 (``build_teacher``, logits cached in ``<run-dir>/cache``).
 Everything is merged into ``<out>/results.json`` (the results contract plus machine, command, date, targets,
@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_machine import data_dir as tfns_data_dir, machine_info, parse_overrides  # noqa: E402
+from bench_machine import data_dir as tfns_data_dir, parse_overrides  # noqa: E402
+from findistill.machine import machine_info  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "benchmarks" / "configs" / "tfns_full.yaml"
@@ -63,9 +64,9 @@ def _teacher_variant(base, few_shot: int, label: str):
 
 def prompted_rows(run, few_shot: int) -> dict[str, Any]:
     """Zero-shot and k-shot predictions of the untuned teacher on the evaluation split (cached, resumable)."""
-    from findistill.cache import CachedTeacher
-    from findistill.pipeline import Prediction
-    from findistill.teacher import build_teacher
+    from findistill.teachers.cache import CachedTeacher
+    from findistill.evaluation.prediction import Prediction
+    from findistill.teachers import build_teacher
 
     config, splits = run.config, run.splits
     if config.teacher.kind != "prompted_lm":  # a classifier teacher has no prompt to vary
@@ -124,8 +125,8 @@ def check_targets(rows: dict[str, dict], comps: dict[tuple[str, str, str], dict]
 
 def merge(run, extra: dict[str, Any], pipeline_results: dict, started: float, command: str, quick: bool) -> dict:
     """One results document: pipeline rows + prompted teacher rows, comparisons, targets, machine, command."""
-    from findistill.evaluate import evaluate_row, paired_bootstrap
-    from findistill.report import build_results
+    from findistill.evaluation.metrics import evaluate_row, paired_bootstrap
+    from findistill.evaluation.report import build_results
 
     ev, y = run.config.eval, np.asarray(run.splits.eval.labels)
     by_role = {r["role"]: dict(r) for r in pipeline_results["rows"]}
@@ -135,7 +136,7 @@ def merge(run, extra: dict[str, Any], pipeline_results: dict, started: float, co
         by_role["teacher"].update(train_wall_time_s=summary["train_wall_time_s"],
                                   train_examples=summary["train_examples"],
                                   trainable_params=summary["trainable_params"])
-    from findistill.pipeline import Prediction
+    from findistill.evaluation.prediction import Prediction
 
     teacher_logits = None
     if run.prediction_path("teacher").is_file():
@@ -178,7 +179,7 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 
 def render(results: dict, config_yaml: str) -> str:
-    from findistill.report import human_params, level_label, render_comparisons
+    from findistill.evaluation.report import human_params, level_label, render_comparisons
 
     m, d = results["machine"], results["dataset"]
     title = "TFNS full benchmark" + (" — quick smoke run (subsets; not the benchmark)" if results["quick"] else "")
@@ -222,8 +223,8 @@ def _main(argv: list[str]) -> int:
     import logging
 
     from findistill.config import dump_config, load_config
-    from findistill.io_utils import atomic_write_json, atomic_write_text
-    from findistill.pipeline import Run, run
+    from findistill.io import atomic_write_json, atomic_write_text
+    from findistill.pipeline.runner import Run, run
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")

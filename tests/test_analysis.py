@@ -15,7 +15,7 @@ import yaml
 
 from conftest import require_chromium, write_tfns_folder
 from findistill.__main__ import main
-from findistill.analysis import (expected_calibration_error, fit_temperature, load_entities, load_probes,
+from findistill.analysis.analyze import (expected_calibration_error, fit_temperature, load_entities, load_probes,
                                  slice_masks, softmax, swap_entities)
 
 
@@ -224,6 +224,7 @@ window.addEventListener("load", function () {
 </script>"""
 
 
+@pytest.mark.slow
 def test_report_html_renders_in_chromium(analysed_run, tmp_path):
     chromium = require_chromium()
     out, _ = analysed_run

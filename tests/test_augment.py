@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from findistill.augment import (
+from findistill.data.augment import (
     REASONS,
     AugmentResult,
     Candidate,
@@ -20,7 +20,7 @@ from findistill.augment import (
     load_generator,
 )
 from findistill.config import AugmentConfig, LABEL2ID
-from findistill.data import TextSplit
+from findistill.data.splits import TextSplit
 
 NEG, NEU, POS = 0, 1, 2
 TEXTS = ["$AAPL soars on strong earnings", "Tesla misses estimates", "Nomura files quarterly report"]
@@ -326,14 +326,14 @@ def test_engine_generation_is_ordered_seeded_and_cached_apart_from_hf(generator,
     again = generate_paraphrases(engine, tok, TEXTS, cfg, tmp_path / "e.jsonl", progress=False)
     assert again == out and engine.calls == [6]  # served from the cache
     # Engine and transformers samples differ, so their caches have different keys.
-    from findistill.augment import paraphrase_cache_key
+    from findistill.data.augment import paraphrase_cache_key
 
     assert paraphrase_cache_key(engine, tok, TEXTS, cfg)[0] != paraphrase_cache_key(model, tok, TEXTS, cfg)[0]
     assert paraphrase_cache_key(engine, tok, TEXTS, cfg)[1]["model"]["backend"] == "vllm"
 
 
 def test_engine_generation_resumes_only_the_gaps(generator, tmp_path, monkeypatch):
-    import findistill.augment as augment_mod
+    import findistill.data.augment as augment_mod
 
     _, tok = generator
     monkeypatch.setattr(augment_mod, "ENGINE_BATCHES_PER_CALL", 1)  # one flush per generation batch

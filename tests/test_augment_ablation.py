@@ -3,6 +3,8 @@ one shared cache folder, paired comparisons against KD alone, and the filter's c
 
 from __future__ import annotations
 
+import pytest
+
 import json
 from pathlib import Path
 
@@ -10,13 +12,15 @@ import yaml
 
 from conftest import load_benchmark
 
+pytestmark = pytest.mark.slow  # a benchmark script end to end
+
 
 def _load():
     return load_benchmark("augment_ablation")
 
 
 def _meta(run: Path) -> dict:
-    from findistill.pipeline import Prediction
+    from findistill.evaluation.prediction import Prediction
 
     return Prediction.load(run / "predictions" / "student_distilled.npz").meta
 

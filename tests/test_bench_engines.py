@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import load_benchmark
+
+pytestmark = pytest.mark.slow  # a benchmark script end to end
 
 
 def _result(load: float) -> dict:

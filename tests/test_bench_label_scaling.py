@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pathlib import Path
 
 from conftest import load_benchmark
+
+pytestmark = pytest.mark.slow  # a benchmark script end to end
 
 
 def test_commands_and_report():

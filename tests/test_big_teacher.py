@@ -10,7 +10,7 @@ import yaml
 
 from findistill.config import ConfigError, TeacherConfig, load_config
 from findistill.errors import ModelError
-from findistill.teacher import ClassifierTeacher, PromptedLMTeacher
+from findistill.teachers import ClassifierTeacher, PromptedLMTeacher
 
 TEXTS = ["$AAPL soars on strong earnings", "Tesla cut to sell at Credit Suisse", "Nomura files quarterly report"]
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from findistill.cache import CachedTeacher, cache_key, load_cached
+from findistill.teachers.cache import CachedTeacher, cache_key, load_cached
 from findistill.config import TeacherConfig
 
 TEXTS = ["$AAPL soars on strong earnings", "Tesla cut to sell at Credit Suisse", "Nomura files quarterly report"]
@@ -16,7 +16,7 @@ TEXTS = ["$AAPL soars on strong earnings", "Tesla cut to sell at Credit Suisse",
 
 @pytest.fixture(scope="module")
 def lm_teacher(tiny_llama_dir):
-    from findistill.teacher import PromptedLMTeacher
+    from findistill.teachers import PromptedLMTeacher
 
     return PromptedLMTeacher(TeacherConfig(model=str(tiny_llama_dir), batch_size=2), device="cpu")
 
@@ -58,7 +58,7 @@ def test_key_depends_on_prompt_and_texts(lm_teacher):
 
 
 def test_different_prompt_teacher_gets_its_own_entry(lm_teacher, tiny_llama_dir, tmp_path):
-    from findistill.teacher import PromptedLMTeacher
+    from findistill.teachers import PromptedLMTeacher
 
     cfg = dataclasses.replace(lm_teacher.cfg, prompt="Is this tweet good news? {text}\nAnswer:")
     other = PromptedLMTeacher(cfg, model=lm_teacher.model, tokenizer=lm_teacher.tokenizer)
@@ -100,7 +100,7 @@ def test_empty_texts(lm_teacher, tmp_path):
 
 def test_release_keeps_cached_entries_readable(tiny_llama_dir, tmp_path):
     from findistill.errors import ModelError
-    from findistill.teacher import PromptedLMTeacher
+    from findistill.teachers import PromptedLMTeacher
 
     cached = CachedTeacher(PromptedLMTeacher(TeacherConfig(model=str(tiny_llama_dir)), device="cpu"), tmp_path)
     first = cached.class_logits(TEXTS, progress=False)
@@ -155,7 +155,7 @@ def test_nan_weights_of_a_real_teacher_are_caught(tiny_llama_dir, tmp_path):
     import torch
 
     from findistill.errors import ModelError
-    from findistill.teacher import PromptedLMTeacher
+    from findistill.teachers import PromptedLMTeacher
 
     teacher = PromptedLMTeacher(TeacherConfig(model=str(tiny_llama_dir), batch_size=2), device="cpu")
     bad_text, good = TEXTS[1], [TEXTS[0], TEXTS[2]]
@@ -249,3 +249,21 @@ def test_fingerprint_holds_the_hub_commit_of_an_unpinned_model(lm_teacher, tmp_p
     finally:
         lm_teacher.model.config._commit_hash = None
     assert hub["hub_commits"] == ["0123abc"] and cache_key(hub, TEXTS) != cache_key(local, TEXTS)
+
+
+def test_the_one_json_hash_keeps_the_formats_keys_were_written_in():
+    """io.json_sha256 is canonical JSON by default (teacher fingerprints, cache and stage keys); the paraphrase cache
+    keys pass the options they were first written with. The expected digests are of the formats spelled out here."""
+    import hashlib
+    import json
+
+    from findistill.io import json_sha256
+
+    obj = {"z": 1, "a": {"é": [1, 2.5]}, "p": None}
+    canonical = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    assert json_sha256(obj) == hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    assert json_sha256(obj, ensure_ascii=True, separators=None) == hashlib.sha256(
+        json.dumps(obj, sort_keys=True).encode()).hexdigest()
+    prompts = ["Café — “up”", "b"]
+    assert json_sha256(prompts, sort_keys=False, separators=None) == hashlib.sha256(
+        json.dumps(prompts, ensure_ascii=False).encode()).hexdigest()

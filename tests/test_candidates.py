@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from findistill.__main__ import main
-from findistill.candidates import MemoryMeter, recommend_student, recommend_teacher
+from findistill.pipeline.candidates import MemoryMeter, recommend_student, recommend_teacher
 
 
 def write_config(path: Path, llama: Path, bert_clf: Path, bert: Path, bloom: Path) -> Path:
@@ -156,7 +156,7 @@ def test_no_candidate_below_the_majority_class_is_recommended():
 
 
 def test_refusal_is_rendered_with_the_majority_row():
-    from findistill.candidates import render_markdown
+    from findistill.pipeline.candidates import render_markdown
 
     maj = {**MAJORITY, "n": 100, "accuracy_ci": [0.6, 0.7], "macro_f1_ci": [0.25, 0.27], "confidence": 0.9}
     teacher = {"name": "zs", "kind": "prompted_lm", "few_shot": 0, "params": 10, "accuracy": 0.2,

@@ -18,7 +18,7 @@ from transformers import TrainingArguments
 
 from findistill.__main__ import main
 from findistill.config import TRAINER_OWNED_ARGUMENTS, ConfigError, StudentConfig, TrainConfig, load_config
-from findistill.trainer import train_student, training_arguments
+from findistill.training.trainer import train_student, training_arguments
 from test_pipeline import write_config
 from test_trainer import _data, _train_cfg
 
@@ -26,7 +26,7 @@ from test_trainer import _data, _train_cfg
 # parent can kill it mid-training) and prints how many micro-batches it trained. Nothing else is changed.
 _RUNNER = """
 import atexit, os, sys, time
-from findistill import trainer
+from findistill.training import trainer
 delay, count = float(os.environ["FINDISTILL_TEST_STEP_DELAY"]), [0]
 original = trainer.DistillationTrainer.training_step
 def training_step(self, *args, **kwargs):
@@ -60,6 +60,7 @@ def _complete_checkpoints(folder: Path) -> list[int]:
     return sorted(int(p.parent.name.split("-")[1]) for p in folder.glob("checkpoint-*/trainer_state.json"))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_training_resumes_to_the_same_results(tmp_path, tiny_llama_dir, tiny_bloom_dir, tiny_tfns_dir):
     config = write_config(tmp_path / "tiny.yaml", tiny_llama_dir, tiny_bloom_dir, train=_TRAIN)
     reference = tmp_path / "reference"
@@ -153,7 +154,7 @@ def test_every_field_findistill_sets_is_listed_as_owned(tmp_path, overrides):
 
 def test_teacher_finetune_takes_trainer_kwargs_checked_like_the_students(tmp_path):
     from findistill.config import TeacherConfig, TeacherFinetuneConfig
-    from findistill.teacher_finetune import _train_config
+    from findistill.training.teacher_finetune import _train_config
 
     ft = TeacherFinetuneConfig(enabled=True, method="head", trainer_kwargs={"train_sampling_strategy": "group_by_length"})
     cfg = TeacherConfig(kind="classifier", model="m", finetune=ft)

@@ -1,4 +1,4 @@
-"""Tests of findistill.data: TFNS folders, table formats, label mapping, dev split, subsampling, duplicates."""
+"""Tests of findistill.data.splits: TFNS folders, table formats, label mapping, dev split, subsampling, duplicates."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from conftest import make_rows, write_tfns_folder
 
 from findistill.config import LABEL2ID, TFNS_HUB_ID, DataConfig
-from findistill.data import (
+from findistill.data.splits import (
     DatasetSplits,
     TextSplit,
     build_transfer,
@@ -262,7 +262,7 @@ def test_duplicates_across_splits_are_reported_not_dropped(tmp_path, caplog):
         fh.write(f"{planted.replace(' of ', ' of' + chr(0xA0))},0\r\n")
     with open(folder / "sent_train.csv", "a", encoding="utf-8", newline="") as fh:
         fh.write(f"{planted},0\r\n")
-    with caplog.at_level(logging.WARNING, logger="findistill.data"):
+    with caplog.at_level(logging.WARNING, logger="findistill.data.splits"):
         splits = load_splits(DataConfig(source=str(folder)))
     assert len(splits.train) + len(splits.dev) == 41 and len(splits.eval) == 9  # nothing dropped
     counts = splits.duplicates["counts"]
@@ -378,7 +378,7 @@ def test_transfer_sources_are_counted_and_kept_beside_each_text():
 def test_a_source_the_teacher_labels_nearly_all_one_class_is_warned_about():
     import numpy as np
 
-    from findistill.evaluate import source_warnings, transfer_source_labels
+    from findistill.evaluation.metrics import source_warnings, transfer_source_labels
 
     logits = np.eye(3)[[1] * 97 + [0, 2, 2] + [0, 1, 2] * 10]  # source a: 97% neutral; source b: balanced
     labels = transfer_source_labels(["a"] * 100 + ["b"] * 30, logits)

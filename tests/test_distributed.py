@@ -34,6 +34,8 @@ from findistill.__main__ import main
 from test_pipeline import write_config as write_run_config
 from test_teacher_finetune import write_config as write_finetune_config
 
+pytestmark = pytest.mark.slow  # real 2-process launches
+
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-4  # trained weights and logits, see the module docstring
 
@@ -163,8 +165,8 @@ def train_mixed(student_dir: Path, scratch: Path, batch_size: int, accumulation:
     """Train the tiny student on ``mixed_rows`` (1 epoch, 4 steps of 8 rows over all processes); its trainable
     weights (``w:<name>``), logits on the 32 texts and logged losses."""
     from findistill.config import LoraSettings, StudentConfig, TrainConfig
-    from findistill.evaluate import predict_logits
-    from findistill.trainer import train_student
+    from findistill.evaluation.metrics import predict_logits
+    from findistill.training.trainer import train_student
 
     texts, labels, teacher = mixed_rows()
     student = StudentConfig(model=str(student_dir), lora=LoraSettings(r=4, alpha=8, dropout=0.0), max_length=16)

@@ -56,7 +56,7 @@ def eval_csv(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(student_dir, eval_csv, tmp_path_factory) -> tuple[Path, dict]:
-    from findistill.export import export
+    from findistill.deploy.export import export
 
     out = tmp_path_factory.mktemp("exports") / "student-export"
     return out, export(student_dir, out, eval_file=eval_csv, max_length=32)
@@ -84,7 +84,7 @@ def test_export_writes_every_variant_and_a_report(exported):
 
 
 def test_variants_load_and_agree(exported, student_dir):
-    from findistill.runtime import load_classifier
+    from findistill.deploy.runtime import load_classifier
 
     out, _ = exported
     texts = [t for t, _ in make_rows(40, 3)] + ["", "ok", "a much longer text " * 30]
@@ -105,7 +105,7 @@ def test_variants_load_and_agree(exported, student_dir):
 
 
 def test_onnx_runs_several_batches_at_once_with_the_same_logits(exported):
-    from findistill.runtime import load_classifier
+    from findistill.deploy.runtime import load_classifier
 
     out, _ = exported
     texts = [t for t, _ in make_rows(30, 8)] + ["", "a much longer text " * 30]
@@ -121,7 +121,7 @@ def test_onnx_runs_several_batches_at_once_with_the_same_logits(exported):
 
 
 def test_batching_and_order_do_not_change_results(student_dir):
-    from findistill.runtime import load_classifier
+    from findistill.deploy.runtime import load_classifier
 
     clf = load_classifier(student_dir)
     texts = [t for t, _ in make_rows(20, 4)]
@@ -132,7 +132,7 @@ def test_batching_and_order_do_not_change_results(student_dir):
 
 def test_bad_folders_raise_one_line_model_errors(tmp_path, exported):
     from findistill.errors import ModelError
-    from findistill.runtime import load_classifier
+    from findistill.deploy.runtime import load_classifier
 
     out, _ = exported
     (tmp_path / "empty").mkdir()
@@ -146,7 +146,7 @@ def test_bad_folders_raise_one_line_model_errors(tmp_path, exported):
 
 
 def test_failed_export_leaves_nothing(tmp_path, student_dir, monkeypatch):
-    import findistill.export as ex
+    import findistill.deploy.export as ex
     from findistill.errors import ModelError
 
     out = tmp_path / "exp"
@@ -166,7 +166,7 @@ def test_failed_export_leaves_nothing(tmp_path, student_dir, monkeypatch):
 
 
 def test_cli_errors_exit_2(tmp_path, student_dir, capsys):
-    from findistill.export import main
+    from findistill.deploy.export import main
 
     assert main([str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "model folder not found" in capsys.readouterr().err

@@ -3,12 +3,16 @@ matched compute, resumption, the per-seed paired comparisons, timing and the rep
 
 from __future__ import annotations
 
+import pytest
+
 import csv
 import json
 
 import yaml
 
 from conftest import load_benchmark, make_rows
+
+pytestmark = pytest.mark.slow  # a benchmark script end to end
 
 
 def _write_config(tmp_path, teacher_dir, student_dir, n_transfer: int, cross_fit_folds: int = 0):

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from findistill.__main__ import main
-from findistill.evaluate import health_check, health_problems, row_warnings
-from findistill.io_utils import LOCK_FILE
+from findistill.evaluation.metrics import health_check, health_problems, row_warnings
+from findistill.io import LOCK_FILE
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -161,7 +161,7 @@ def test_a_teacher_below_the_majority_class_needs_the_named_flag(tmp_path, capsy
 _HOLDER = """
 import sys, time
 from pathlib import Path
-from findistill.io_utils import folder_lock
+from findistill.io import folder_lock
 with folder_lock(Path(sys.argv[1]), shared=sys.argv[2] == "shared"):
     print("held", flush=True)
     time.sleep(600)
@@ -184,6 +184,7 @@ def gated_config(tmp_path, tiny_bert_classifier_dir, tiny_bert_dir):
     return _config(tmp_path / "lock.yaml", teacher, tiny_bert_dir, health_gate=False)
 
 
+@pytest.mark.slow
 def test_a_second_command_on_a_folder_in_use_stops_at_once_and_a_killed_holder_does_not_block(
         tmp_path, capsys, gated_config, tiny_tfns_dir):
     out = tmp_path / "run"

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import build_tokenizer
 from findistill.errors import ModelError
-from findistill.inference import ensure_pad_token, predict_texts, run_batches, sorted_batches
+from findistill.models.inference import ensure_pad_token, predict_texts, run_batches, sorted_batches
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,8 @@ relabelled, byte for byte) and ends with exactly the cache of an uninterrupted r
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import signal
 import subprocess
@@ -20,7 +22,7 @@ from test_pipeline import write_config
 # kill it between chunks); prints how many texts the teacher labelled. The labelling code itself is unchanged.
 _RUNNER = """
 import atexit, os, sys, time
-from findistill import teacher
+import findistill.teachers as teacher
 delay, count = float(os.environ["FINDISTILL_TEST_CALL_DELAY"]), [0]
 original = teacher.PromptedLMTeacher.class_logits
 def class_logits(self, texts, *args, **kwargs):
@@ -32,6 +34,8 @@ atexit.register(lambda: print(f"TEACHER_TEXTS {count[0]}", flush=True))
 from findistill.__main__ import main
 sys.exit(main(sys.argv[1:]))
 """
+
+pytestmark = pytest.mark.slow  # kill -9 and resume in subprocesses
 
 
 def _label(config: Path, out: Path, data_dir: Path, delay: float) -> tuple[subprocess.Popen, Path]:

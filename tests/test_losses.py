@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from findistill.losses import distillation_loss, loss_row_counts
+from findistill.training.losses import distillation_loss, loss_row_counts
 
 
 def _manual_kl(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:

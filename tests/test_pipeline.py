@@ -84,7 +84,7 @@ def test_rerun_resumes_without_teacher_forward_passes(tiny_run, monkeypatch):
     config, out, data_dir = tiny_run
     before = {p.name: p.stat().st_mtime_ns for p in (out / "predictions").glob("*.npz")}
     calls = []
-    import findistill.teacher as teacher_mod
+    import findistill.teachers as teacher_mod
 
     original = teacher_mod.PromptedLMTeacher.class_logits
 
@@ -135,7 +135,7 @@ def test_cli_usage_lists_commands(capsys):
 
 
 def test_prediction_roundtrip(tmp_path):
-    from findistill.pipeline import Prediction
+    from findistill.evaluation.prediction import Prediction
 
     p = Prediction("m", "teacher", np.arange(6, dtype=np.float32).reshape(2, 3), {"params": 5})
     p.save(tmp_path / "p.npz")
@@ -172,7 +172,7 @@ def test_run_with_augmentation_and_transfer_set(tmp_path, tiny_llama_dir, tiny_b
 
 
 def prediction_meta(out: Path, role: str) -> dict:
-    from findistill.pipeline import Prediction
+    from findistill.evaluation.prediction import Prediction
 
     return Prediction.load(out / "predictions" / f"{role}.npz").meta
 
@@ -203,7 +203,7 @@ def _runs(plan: dict[str, tuple[str, str]]) -> set[str]:
 
 def test_changing_alpha_reruns_only_the_distilled_student_and_the_report(tiny_run, capsys, caplog, monkeypatch):
     config, out, data_dir = tiny_run
-    import findistill.teacher as teacher_mod
+    import findistill.teachers as teacher_mod
 
     calls, original = [], teacher_mod.PromptedLMTeacher.class_logits
     monkeypatch.setattr(teacher_mod.PromptedLMTeacher, "class_logits",
@@ -235,7 +235,7 @@ def test_changing_alpha_reruns_only_the_distilled_student_and_the_report(tiny_ru
 
 def test_runs_sharing_cache_dir_label_once(tiny_run, monkeypatch, tmp_path):
     config, _, data_dir = tiny_run
-    import findistill.teacher as teacher_mod
+    import findistill.teachers as teacher_mod
 
     shared = tmp_path / "shared-cache"
     common = ["--data-dir", str(data_dir), "--set", f"cache.dir={shared}"]
@@ -269,9 +269,9 @@ def test_changing_the_teacher_relabels(tiny_run, capsys):
     ce = _mtimes(out, "student_ce/*.safetensors")
     assert main(["run", str(config), "--out", str(out), "--data-dir", str(data_dir),
                  "--set", "teacher.few_shot=0"]) == 0
-    from findistill.cache import texts_hash
+    from findistill.teachers.cache import texts_hash
     from findistill.config import load_config
-    from findistill.pipeline import Run
+    from findistill.pipeline.runner import Run
 
     splits = Run(load_config(config), out, str(data_dir)).splits
     new_chunks = {tuple(Path(p).stem.split("-")) for p in set(_mtimes(out, "cache/*.safetensors")) - chunks}
@@ -305,10 +305,10 @@ def test_evaluate_rebuilds_the_report_from_the_predictions_and_prints_the_table(
 def test_a_folder_from_before_stage_keys_is_adopted_under_its_own_config(tiny_run, capsys, monkeypatch):
     """No stages.json: outputs are recorded under the keys of its config.yaml; its per-split teacher_logits/
     files are read while the teacher is unchanged, without loading the teacher."""
-    import findistill.teacher as teacher_mod
-    from findistill.cache import cache_key, save_cached, texts_hash
+    import findistill.teachers as teacher_mod
+    from findistill.teachers.cache import cache_key, save_cached, texts_hash
     from findistill.config import load_config
-    from findistill.pipeline import Run
+    from findistill.pipeline.runner import Run
 
     config, out, data_dir = tiny_run
     run = Run(load_config(config), out, str(data_dir))
@@ -346,7 +346,7 @@ def test_resume_reads_stored_teacher_logits_without_loading_the_teacher(tiny_run
     """After labelling, a resumed run that retrains a student never builds the teacher."""
     import shutil
 
-    import findistill.teacher as teacher_mod
+    import findistill.teachers as teacher_mod
 
     config, out, data_dir = tiny_run
     shutil.rmtree(out / "student")
@@ -365,7 +365,8 @@ def test_untrained_baseline_is_seeded(tmp_path, tiny_llama_dir, tiny_bloom_dir, 
     import torch
 
     from findistill.config import load_config
-    from findistill.pipeline import Prediction, Run
+    from findistill.evaluation.prediction import Prediction
+    from findistill.pipeline import Run
 
     config = load_config(write_config(tmp_path / "c.yaml", tiny_llama_dir, tiny_bloom_dir))
     logits = []
@@ -380,10 +381,10 @@ def test_untrained_baseline_is_seeded(tmp_path, tiny_llama_dir, tiny_bloom_dir, 
 
 def test_cross_fitting_labels_each_training_row_with_a_teacher_that_never_saw_it(
         tmp_path, tiny_bert_classifier_dir, tiny_bert_dir, tiny_tfns_dir):
-    from findistill.cache import texts_hash
+    from findistill.teachers.cache import texts_hash
     from findistill.config import load_config
-    from findistill.pipeline import Run
-    from findistill.teacher import build_teacher
+    from findistill.pipeline.runner import Run
+    from findistill.teachers import build_teacher
 
     config = write_config(tmp_path / "cf.yaml", tiny_bert_classifier_dir, tiny_bert_dir,
                           teacher={"kind": "classifier", "few_shot": 0, "max_length": 24,
@@ -412,7 +413,7 @@ def test_a_training_file_missing_a_class_is_refused_before_any_folder_or_model(
         tmp_path, capsys, tiny_llama_dir, tiny_bloom_dir, monkeypatch):
     import csv
 
-    import findistill.teacher as teacher_mod
+    import findistill.teachers as teacher_mod
 
     folder = tmp_path / "one-class"
     folder.mkdir()
@@ -433,7 +434,7 @@ def test_a_training_file_missing_a_class_is_refused_before_any_folder_or_model(
 def test_tuned_verbalizer_teacher_is_read_without_the_configured_demonstrations(tmp_path, tiny_llama_dir,
                                                                                 tiny_bloom_dir, tiny_tfns_dir):
     from findistill.config import load_config
-    from findistill.pipeline import Run
+    from findistill.pipeline.runner import Run
 
     config = load_config(write_config(tmp_path / "c.yaml", tiny_llama_dir, tiny_bloom_dir,
                                       teacher={"few_shot": 2, "finetune": {"enabled": True}}))
@@ -443,24 +444,37 @@ def test_tuned_verbalizer_teacher_is_read_without_the_configured_demonstrations(
 
 def test_teacher_speed_excludes_its_load_and_the_teacher_is_released_after_labelling(
         tmp_path, tiny_llama_dir, tiny_bloom_dir, tiny_tfns_dir, monkeypatch):
+    """On a fake clock (no wall-clock timing): the model load takes 1,000 s, each labelled chunk 1 s; the teacher's
+    texts/s counts the chunk only."""
     import time as time_mod
+    import types
 
-    import findistill.teacher as teacher_mod
+    import findistill.teachers as teacher_mod
+    import findistill.teachers.cache as cache_mod
     from findistill.config import load_config
-    from findistill.pipeline import Prediction, Run
+    from findistill.evaluation.prediction import Prediction
+    from findistill.pipeline import Run
 
-    original = teacher_mod.build_teacher
+    clock = [0.0]
+    monkeypatch.setattr(cache_mod, "time", types.SimpleNamespace(perf_counter=lambda: clock[0], time=time_mod.time,
+                                                                  sleep=time_mod.sleep))
+    original_build, original_logits = teacher_mod.build_teacher, teacher_mod.PromptedLMTeacher.class_logits
 
     def slow_load(*args, **kwargs):
-        time_mod.sleep(2.0)  # a model load far slower than labelling 24 tiny texts
-        return original(*args, **kwargs)
+        clock[0] += 1000.0
+        return original_build(*args, **kwargs)
+
+    def one_second(self, texts, *args, **kwargs):
+        clock[0] += 1.0
+        return original_logits(self, texts, *args, **kwargs)
 
     monkeypatch.setattr(teacher_mod, "build_teacher", slow_load)
+    monkeypatch.setattr(teacher_mod.PromptedLMTeacher, "class_logits", one_second)
     run = Run(load_config(write_config(tmp_path / "c.yaml", tiny_llama_dir, tiny_bloom_dir)), tmp_path / "r",
               str(tiny_tfns_dir))
     run.stage_teacher_eval()
     meta = Prediction.load(run.prediction_path("teacher")).meta
-    assert meta["examples_per_s"] > len(run.splits.eval) / 2.0, "the 2 s load must not count as inference"
+    assert meta["examples_per_s"] == len(run.splits.eval) / 1.0, "the 1,000 s load must not count as inference"
     run.stage_label()
     assert run._teacher is None, "labelling ends with the teacher's weights freed"
 
@@ -469,11 +483,11 @@ def test_label_shards_merge_into_the_single_process_cache_and_the_run_needs_no_t
         tmp_path, tiny_llama_dir, tiny_bloom_dir, tiny_tfns_dir, capsys):
     import shutil
 
-    from findistill.cache import load_cached
+    from findistill.teachers.cache import load_cached
     from findistill.config import load_config
     from findistill.errors import ModelError
-    from findistill.pipeline import Run
-    from findistill.teacher import build_teacher
+    from findistill.pipeline.runner import Run
+    from findistill.teachers import build_teacher
 
     teacher_dir = tmp_path / "teacher-model"
     shutil.copytree(tiny_llama_dir, teacher_dir)

@@ -26,7 +26,7 @@ def texts() -> list[str]:
 
 @pytest.fixture(scope="module")
 def expected(student_dir, texts) -> np.ndarray:
-    from findistill.runtime import load_classifier
+    from findistill.deploy.runtime import load_classifier
 
     return load_classifier(student_dir).predict_proba(texts)
 
@@ -60,7 +60,7 @@ BLANK_ROW = {"text": "", "label": None, "probs": None, "error": "blank line"}
 
 
 def test_txt_csv_jsonl_inputs_keep_order(tmp_path, student_dir, texts, expected):
-    from findistill.predict import main
+    from findistill.deploy.predict import main
 
     files = _write_inputs(tmp_path, texts)
     for fmt, path in files.items():
@@ -75,7 +75,7 @@ def test_txt_csv_jsonl_inputs_keep_order(tmp_path, student_dir, texts, expected)
 
 def test_txt_blank_lines_keep_alignment(tmp_path, capsys, student_dir, texts, expected):
     """Output line k answers input line k: blank and whitespace-only lines get a null row, nothing is dropped."""
-    from findistill.predict import main
+    from findistill.deploy.predict import main
 
     lines_in = ["", texts[0], "   ", texts[1], "", "", texts[2], "\t", texts[3]]
     path = tmp_path / "gaps.txt"
@@ -94,7 +94,7 @@ def test_txt_blank_lines_keep_alignment(tmp_path, capsys, student_dir, texts, ex
 
 
 def test_predict_help_documents_blank_lines(capsys):
-    from findistill.predict import main
+    from findistill.deploy.predict import main
 
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -103,7 +103,7 @@ def test_predict_help_documents_blank_lines(capsys):
 
 @pytest.mark.parametrize("case", ["missing_folder", "folder_is_a_file", "output_is_a_folder", "read_only_fs"])
 def test_unwritable_output_exits_2_with_one_line(tmp_path, capsys, student_dir, case, monkeypatch):
-    from findistill.predict import main
+    from findistill.deploy.predict import main
 
     src = tmp_path / "in.txt"
     src.write_text("$AAPL soars\n")
@@ -133,7 +133,7 @@ def test_unwritable_output_exits_2_with_one_line(tmp_path, capsys, student_dir, 
 
 
 def test_unwritable_output_is_refused_before_the_model_loads(tmp_path, capsys):
-    from findistill.predict import main
+    from findistill.deploy.predict import main
 
     src = tmp_path / "in.txt"
     src.write_text("$AAPL soars\n")
@@ -143,7 +143,7 @@ def test_unwritable_output_is_refused_before_the_model_loads(tmp_path, capsys):
 
 
 def test_stdin_to_stdout(monkeypatch, capsys, student_dir, texts, expected):
-    from findistill.predict import main
+    from findistill.deploy.predict import main
 
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(texts) + "\n"))
     assert main([str(student_dir), "--input", "-"]) == 0
@@ -154,8 +154,8 @@ def test_stdin_to_stdout(monkeypatch, capsys, student_dir, texts, expected):
 
 
 def test_exported_variant_works_too(tmp_path, student_dir, texts, expected):
-    from findistill.export import export
-    from findistill.predict import main
+    from findistill.deploy.export import export
+    from findistill.deploy.predict import main
 
     export(student_dir, tmp_path / "exp", variants=["torch-int8"])
     path = _write_inputs(tmp_path, texts)["txt"]
@@ -178,7 +178,7 @@ def test_exported_variant_works_too(tmp_path, student_dir, texts, expected):
     ("bad_model", "model folder not found"),
 ])
 def test_bad_inputs_exit_2_without_output(tmp_path, capsys, student_dir, case, needle):
-    from findistill.predict import main
+    from findistill.deploy.predict import main
 
     inputs = {
         "missing_file": tmp_path / "nope.txt",
@@ -205,7 +205,7 @@ def test_bad_inputs_exit_2_without_output(tmp_path, capsys, student_dir, case, n
 
 
 def test_long_input_shows_progress_on_stderr(tmp_path, capsys, student_dir):
-    from findistill.predict import main
+    from findistill.deploy.predict import main
 
     path = tmp_path / "many.txt"
     path.write_text("\n".join(f"$AAPL up {i}" for i in range(1001)) + "\n")

@@ -13,9 +13,9 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "python.md"
 
 
 def test_exported_names_resolve_to_their_modules():
-    from findistill.losses import distillation_loss
-    from findistill.pipeline import Run, run
-    from findistill.trainer import DistillationTrainer
+    from findistill.training.losses import distillation_loss
+    from findistill.pipeline.runner import Run, run
+    from findistill.training.trainer import DistillationTrainer
 
     assert findistill.run is run and findistill.Run is Run
     assert findistill.distillation_loss is distillation_loss and findistill.DistillationTrainer is DistillationTrainer

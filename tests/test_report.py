@@ -1,4 +1,4 @@
-"""Tests of findistill.report: results validation, Markdown rendering, atomic writing and loading."""
+"""Tests of findistill.evaluation.report: results validation, Markdown rendering, atomic writing and loading."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 
 from findistill.config import EvalConfig
 from findistill.errors import DataError
-from findistill.evaluate import evaluate_row, majority_row, paired_bootstrap, predictions
-from findistill.report import (
+from findistill.evaluation.metrics import evaluate_row, majority_row, paired_bootstrap, predictions
+from findistill.evaluation.report import (
     build_results,
     human_params,
     load_results,
@@ -212,7 +212,7 @@ def test_committed_results_with_old_key_names_still_load_and_render(path):
 
 
 def test_upgrade_legacy_leaves_current_documents_alone(parts):
-    from findistill.report import upgrade_legacy
+    from findistill.evaluation.report import upgrade_legacy
 
     rows, comps = parts
     res = build_results(DATASET, rows, comps)

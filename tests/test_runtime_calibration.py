@@ -10,8 +10,8 @@ import pytest
 
 from findistill.config import StudentConfig
 from findistill.errors import ModelError
-from findistill.runtime import load_classifier, softmax
-from findistill.student import build_student, save_student
+from findistill.deploy.runtime import load_classifier, softmax
+from findistill.models.student import build_student, save_student
 
 TEXTS = ["$AAPL soars on strong earnings", "Tesla shares fall sharply", "the bank files quarterly report"]
 
@@ -39,7 +39,7 @@ def test_a_bad_temperature_is_one_line(student_dir):
 
 
 def test_export_copies_the_calibration_into_each_variant(tmp_path, student_dir):
-    from findistill.export import export
+    from findistill.deploy.export import export
 
     (student_dir / "calibration.json").write_text(json.dumps({"temperature": 1.7}))
     export(student_dir, tmp_path / "export", variants=["onnx-int8"], max_length=24)

@@ -54,7 +54,7 @@ def _serve(app):
 @pytest.fixture(scope="module")
 def server(student_dir):
     """(base_url, app) of a uvicorn server running in a background thread on a free loopback port."""
-    from findistill.serve import create_app
+    from findistill.deploy.serve import create_app
 
     app = create_app(student_dir, max_texts=8, max_chars=200, batch_window_ms=50, max_batch=64)
     for url in _serve(app):
@@ -62,7 +62,7 @@ def server(student_dir):
 
 
 def test_health_docs_and_predict(server, student_dir):
-    from findistill.runtime import load_classifier
+    from findistill.deploy.runtime import load_classifier
 
     url, _ = server
     health = httpx.get(f"{url}/health", timeout=10).json()
@@ -102,7 +102,7 @@ def test_bad_requests(server, body, status, needle):
 
 
 def test_concurrent_requests_are_batched(server, student_dir):
-    from findistill.runtime import load_classifier
+    from findistill.deploy.runtime import load_classifier
 
     url, _ = server
     rows = [t for t, _ in make_rows(48, 8)]
@@ -130,7 +130,7 @@ def test_concurrent_requests_are_batched(server, student_dir):
 
 def test_asgi_transport_and_batch_cap(student_dir):
     """Without a server: the app also works in-process; a batch never exceeds max_batch texts."""
-    from findistill.serve import create_app
+    from findistill.deploy.serve import create_app
 
     app = create_app(student_dir, max_texts=4, batch_window_ms=30, max_batch=5)
 
@@ -148,22 +148,23 @@ def test_asgi_transport_and_batch_cap(student_dir):
 
 
 def test_main_bad_model_exits_2(tmp_path, capsys):
-    from findistill.serve import main
+    from findistill.deploy.serve import main
 
     assert main([str(tmp_path / "nope")]) == 2
     assert "model folder not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_two_worker_processes_serve_one_port(student_dir, capsys):
     """`findistill serve --workers 2`: two processes, each with the model, answer on one port; bad --workers is one line."""
-    from findistill.serve import main
+    from findistill.deploy.serve import main
 
     assert main([str(student_dir), "--workers", "0"]) == 2
     assert capsys.readouterr().err.strip() == "findistill: error: --workers must be >= 1, got 0"
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "findistill.serve", str(student_dir), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "findistill.deploy.serve", str(student_dir), "--port", str(port),
                              "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -221,9 +222,7 @@ def test_content_length_over_the_limit_is_refused_before_reading(server):
     with socket.create_connection(("127.0.0.1", _port(url)), timeout=10) as sock:
         sock.sendall(b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
                      b"Content-Length: %d\r\n\r\n" % FIFTY_MB)
-        start = time.monotonic()
-        status, headers, body = _read_response(sock)
-        assert time.monotonic() - start < 5
+        status, headers, body = _read_response(sock)  # answered with the body never sent
     detail = json.loads(body)["detail"]
     assert status == 413 and headers.get("connection") == "close"
     assert detail == f"request body too large: Content-Length {FIFTY_MB:,} bytes > {limit:,} bytes"
@@ -276,14 +275,12 @@ def test_body_just_under_the_limit_is_served(server):
 
 def test_request_timeout_answers_503(student_dir):
     """A request still waiting when the timeout passes (here: a 30 s batch window) gets 503 and one line."""
-    from findistill.serve import create_app
+    from findistill.deploy.serve import create_app
 
     app = create_app(student_dir, batch_window_ms=30_000, request_timeout_s=0.5)
     for url in _serve(app):
-        start = time.monotonic()
         resp = httpx.post(f"{url}/predict", json={"texts": ["$AAPL soars"]}, timeout=60)
-        assert time.monotonic() - start < 20  # long before the batch window would have run it
-        assert resp.status_code == 503
+        assert resp.status_code == 503  # the batch window would have answered 200 after 30 s
         assert resp.json()["detail"] == "request timed out after 0.5 s (server busy); retry later"
         assert httpx.get(f"{url}/health", timeout=10).status_code == 200  # the server itself is fine
 
@@ -291,7 +288,7 @@ def test_request_timeout_answers_503(student_dir):
 def test_a_slow_client_is_timed_out_and_the_server_stays_responsive(student_dir):
     """A body sent one byte a second: 503 once the request timeout passes, before the body is whole; meanwhile and
     afterwards others are served."""
-    from findistill.serve import create_app
+    from findistill.deploy.serve import create_app
 
     app = create_app(student_dir, request_timeout_s=2.0)
     for url in _serve(app):
@@ -316,7 +313,7 @@ def test_a_slow_client_is_timed_out_and_the_server_stays_responsive(student_dir)
 def test_clients_that_disconnect_mid_request_leave_the_server_serving(student_dir):
     """One client leaves in the middle of its body, another after sending a whole request but before the answer (its
     batch is still collecting); the requests around them are answered, and the server stays healthy."""
-    from findistill.serve import create_app
+    from findistill.deploy.serve import create_app
 
     app = create_app(student_dir, batch_window_ms=300)
     for url in _serve(app):
@@ -343,7 +340,7 @@ def test_clients_that_disconnect_mid_request_leave_the_server_serving(student_di
 
 def test_200_concurrent_connections_each_get_their_own_answer(server, student_dir):
     """200 connections at once: every accepted request gets its own text's answer or a clear 503; none is lost."""
-    from findistill.runtime import load_classifier
+    from findistill.deploy.runtime import load_classifier
 
     url, _ = server
     texts = [f"{t} #{i}" for i, (t, _) in enumerate(make_rows(200, 11))]
@@ -416,6 +413,7 @@ def test_docs_page_references_only_local_assets(server):
         assert resp.status_code == 200 and len(resp.content) > 10_000, asset
 
 
+@pytest.mark.slow
 def test_docs_render_in_headless_chromium_without_network(server, tmp_path):
     """Swagger UI draws the /predict operation with every host name but 127.0.0.1 unresolvable (no network)."""
     chromium = require_chromium()
@@ -464,6 +462,7 @@ class _DevTools:
         return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
 
 
+@pytest.mark.slow
 def test_try_it_page_in_headless_chromium_type_press_read(server, tmp_path):
     """A user's path on the page: type a sentence, press the button (real key and mouse events), read the label."""
     chromium = require_chromium()
@@ -524,6 +523,7 @@ def test_try_it_page_in_headless_chromium_type_press_read(server, tmp_path):
         browser.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_every_operation_fuzzed_from_the_openapi_schema(server, tmp_path):
     """Schemathesis against the live server's own /openapi.json, every operation and every check: no 5xx, every
     response conforms to the schema (status code, content type, body), bad input is refused and good input accepted;

@@ -14,8 +14,8 @@ from accelerate.utils import DistributedType
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from findistill.config import LoraSettings, StudentConfig
-from findistill.student import build_student, save_student
-from findistill.trainer import unsharded_copy
+from findistill.models.student import build_student, save_student
+from findistill.training.trainer import unsharded_copy
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
 EXPECTED = {"ddp.yaml": DistributedType.MULTI_GPU, "fsdp.yaml": DistributedType.FSDP,

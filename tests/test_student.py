@@ -8,7 +8,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipe
 
 from findistill.config import LABELS, LoraSettings, StudentConfig
 from findistill.errors import ModelError
-from findistill.student import build_student, count_parameters, default_target_modules, save_student
+from findistill.models.student import build_student, count_parameters, default_target_modules, save_student
 
 TEXTS = ["$AAPL soars on strong earnings", "Tesla shares fall sharply #3", "the bank files quarterly report"]
 

@@ -10,7 +10,7 @@ import torch
 
 from findistill.config import TeacherConfig
 from findistill.errors import ModelError
-from findistill.prompts import build_prompt, select_few_shot, verbalizer_token_ids
+from findistill.teachers.prompts import build_prompt, select_few_shot, verbalizer_token_ids
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
@@ -35,7 +35,7 @@ def llama_tok(tiny_llama_dir):
 
 @pytest.fixture(scope="module")
 def lm_teacher(tiny_llama_dir):
-    from findistill.teacher import PromptedLMTeacher
+    from findistill.teachers import PromptedLMTeacher
 
     cfg = TeacherConfig(model=str(tiny_llama_dir), batch_size=4, few_shot=2)
     return PromptedLMTeacher(cfg, few_shot=[("Apple beats estimates", 2), ("Cemex misses estimates", 0)], device="cpu")
@@ -129,7 +129,7 @@ def test_prompted_lm_matches_unpadded_reference(lm_teacher):
 
 
 def test_prompted_lm_truncation_keeps_answer_cue(tiny_llama_dir):
-    from findistill.teacher import PromptedLMTeacher
+    from findistill.teachers import PromptedLMTeacher
 
     teacher = PromptedLMTeacher(TeacherConfig(model=str(tiny_llama_dir), max_length=16), device="cpu")
     ids = teacher.encode("Apple " * 100)
@@ -154,7 +154,7 @@ def test_prompted_lm_fingerprint_tracks_prompt(lm_teacher, tiny_llama_dir):
 def test_classifier_teacher_reorders_columns(tiny_bert_classifier_dir):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from findistill.teacher import ClassifierTeacher
+    from findistill.teachers import ClassifierTeacher
 
     cfg = TeacherConfig(kind="classifier", model=str(tiny_bert_classifier_dir), batch_size=2,
                         label_map={"Bearish": "negative", "Bullish": "positive", "Neutral": "neutral"})
@@ -170,7 +170,7 @@ def test_classifier_teacher_reorders_columns(tiny_bert_classifier_dir):
 
 
 def test_classifier_teacher_needs_label_map(tiny_bert_classifier_dir):
-    from findistill.teacher import ClassifierTeacher
+    from findistill.teachers import ClassifierTeacher
 
     with pytest.raises(ModelError, match="Bearish, Bullish, Neutral"):
         ClassifierTeacher(TeacherConfig(kind="classifier", model=str(tiny_bert_classifier_dir)), device="cpu")
@@ -190,7 +190,7 @@ class _FixedTeacher:
 
 
 def test_ensemble_is_mean_of_probabilities():
-    from findistill.teacher import EnsembleTeacher
+    from findistill.teachers import EnsembleTeacher
 
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
@@ -203,7 +203,7 @@ def test_ensemble_is_mean_of_probabilities():
 
 
 def test_build_teacher_dispatch(tiny_llama_dir, tiny_bert_classifier_dir):
-    from findistill.teacher import ClassifierTeacher, EnsembleTeacher, PromptedLMTeacher, build_teacher
+    from findistill.teachers import ClassifierTeacher, EnsembleTeacher, PromptedLMTeacher, build_teacher
 
     lm = TeacherConfig(model=str(tiny_llama_dir), few_shot=3, name="lm")
     clf = TeacherConfig(kind="classifier", model=str(tiny_bert_classifier_dir), name="clf",
@@ -221,7 +221,7 @@ def test_build_teacher_dispatch(tiny_llama_dir, tiny_bert_classifier_dir):
 def test_prompted_lm_with_chat_template(tiny_llama_dir, lm_teacher):
     from transformers import AutoTokenizer
 
-    from findistill.teacher import PromptedLMTeacher
+    from findistill.teachers import PromptedLMTeacher
 
     assert lm_teacher.keeps_last  # LLaMA takes logits_to_keep: only the last position's logits are computed
     tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
@@ -236,7 +236,7 @@ def test_prompted_lm_with_chat_template(tiny_llama_dir, lm_teacher):
 
 
 def test_missing_model_is_one_line_model_error(tmp_path):
-    from findistill.teacher import PromptedLMTeacher
+    from findistill.teachers import PromptedLMTeacher
 
     with pytest.raises(ModelError) as err:
         PromptedLMTeacher(TeacherConfig(model=str(tmp_path / "nope")), device="cpu")
@@ -249,26 +249,26 @@ def test_missing_model_is_one_line_model_error(tmp_path):
 def test_prompt_longer_than_max_length_warns_once_with_count(tiny_llama_dir, caplog):
     import logging
 
-    from findistill.teacher import PromptedLMTeacher
+    from findistill.teachers import PromptedLMTeacher
 
     probe = PromptedLMTeacher(TeacherConfig(model=str(tiny_llama_dir)), device="cpu")
     limit = len(probe.encode("short")) + 4  # the short prompt fits, the two long ones do not
     teacher = PromptedLMTeacher(TeacherConfig(model=str(tiny_llama_dir), max_length=limit, batch_size=2),
                                 model=probe.model, tokenizer=probe.tokenizer)
-    with caplog.at_level(logging.WARNING, logger="findistill.teacher"):
+    with caplog.at_level(logging.WARNING, logger="findistill.teachers"):
         teacher.class_logits(["Apple " * 100, "short", "Tesla " * 50], progress=False)
     cut = [r for r in caplog.records if "max_length" in r.getMessage()]
     assert len(cut) == 1 and "2 of 3 prompts" in cut[0].getMessage()
     caplog.clear()
     roomy = PromptedLMTeacher(TeacherConfig(model=str(tiny_llama_dir), max_length=256), model=teacher.model,
                               tokenizer=teacher.tokenizer)
-    with caplog.at_level(logging.WARNING, logger="findistill.teacher"):
+    with caplog.at_level(logging.WARNING, logger="findistill.teachers"):
         roomy.class_logits(["short", "also short"], progress=False)
     assert not [r for r in caplog.records if "max_length" in r.getMessage()]
 
 
 def test_hf_backend_log_probs_are_normalised_over_the_vocabulary(lm_teacher):
-    from findistill.teacher import HFBackend
+    from findistill.teachers.backends import HFBackend
 
     backend = lm_teacher.backend
     assert isinstance(backend, HFBackend) and backend.name == "hf"
@@ -290,9 +290,10 @@ def test_hf_fingerprint_has_no_backend_entry_so_old_caches_stay_valid(lm_teacher
 
 def test_a_registered_backend_is_used_and_recorded(tiny_llama_dir, lm_teacher, monkeypatch):
     """Adding a backend is one entry in BACKENDS: the teacher runs on it and its identity enters the fingerprint."""
-    import findistill.teacher as teacher_mod
+    import findistill.teachers as teacher_mod
+    from findistill.teachers import backends
 
-    class RecordingBackend(teacher_mod.HFBackend):
+    class RecordingBackend(backends.HFBackend):
         name = "recording"
 
         def __init__(self, *args, **kwargs):
@@ -306,7 +307,7 @@ def test_a_registered_backend_is_used_and_recorded(tiny_llama_dir, lm_teacher, m
         def identity(self):
             return {"backend": {"name": self.name}}
 
-    monkeypatch.setitem(teacher_mod.BACKENDS, "vllm", RecordingBackend)
+    monkeypatch.setitem(backends.BACKENDS, "vllm", RecordingBackend)
     cfg = TeacherConfig(model=str(tiny_llama_dir), batch_size=4, few_shot=2, backend="vllm")
     teacher = teacher_mod.PromptedLMTeacher(cfg, few_shot=lm_teacher.few_shot, device="cpu")
     assert isinstance(teacher.backend, RecordingBackend)
@@ -321,7 +322,7 @@ def test_a_registered_backend_is_used_and_recorded(tiny_llama_dir, lm_teacher, m
 
 
 def test_release_frees_the_backend(tiny_llama_dir):
-    from findistill.teacher import PromptedLMTeacher
+    from findistill.teachers import PromptedLMTeacher
 
     teacher = PromptedLMTeacher(TeacherConfig(model=str(tiny_llama_dir)), device="cpu")
     teacher.release()
@@ -350,7 +351,7 @@ def test_vllm_backend_config_checks():
 
 def test_vllm_dtype_auto_follows_the_teacher_dtype_rule():
     from findistill.config import VLLMSettings
-    from findistill.teacher import _vllm_dtype
+    from findistill.teachers.backends.vllm import _vllm_dtype
 
     expected = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
     assert _vllm_dtype(TeacherConfig()) == expected
@@ -361,7 +362,7 @@ def test_vllm_dtype_auto_follows_the_teacher_dtype_rule():
 def test_vllm_backend_without_vllm_is_one_line_model_error(tiny_llama_dir):
     import importlib.util
 
-    from findistill.teacher import PromptedLMTeacher
+    from findistill.teachers import PromptedLMTeacher
 
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vllm is installed here: tests/vllm covers the backend")

@@ -14,9 +14,9 @@ import yaml
 
 from conftest import load_benchmark, make_rows
 from findistill.config import LABELS, LoraSettings, TeacherConfig, TeacherFinetuneConfig
-from findistill.data import TextSplit
-from findistill.teacher import ClassifierTeacher, PromptedLMTeacher
-from findistill.teacher_finetune import SUMMARY_FILE, finetune_teacher, label_word_class_logits
+from findistill.data.splits import TextSplit
+from findistill.teachers import ClassifierTeacher, PromptedLMTeacher
+from findistill.training.teacher_finetune import SUMMARY_FILE, finetune_teacher, label_word_class_logits
 
 REPO = Path(__file__).resolve().parents[1]
 _TFNS_TO_CANONICAL = {0: 0, 1: 2, 2: 1}  # Bearish, Bullish, Neutral -> negative, positive, neutral

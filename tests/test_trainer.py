@@ -11,8 +11,8 @@ import torch
 from conftest import make_rows
 from findistill.config import LoraSettings, StudentConfig, TrainConfig
 from findistill.errors import DataError
-from findistill.student import build_student
-from findistill.trainer import DistillationCollator, build_train_dataset, train_student
+from findistill.models.student import build_student
+from findistill.training.trainer import DistillationCollator, build_train_dataset, train_student
 
 TFNS_TO_CANONICAL = {0: 0, 1: 2, 2: 1}  # Bearish -> negative, Bullish -> positive, Neutral -> neutral
 
@@ -111,7 +111,7 @@ def test_bad_inputs_are_data_errors(tiny_bloom_dir, tmp_path):
 
 def test_dev_selection_returns_the_best_scored_checkpoint(tmp_path, tiny_bert_dir):
     """Scored on dev every 2 steps; the returned weights are the checkpoint with the best dev macro-F1."""
-    from findistill.evaluate import classification_metrics, predict_logits
+    from findistill.evaluation.metrics import classification_metrics, predict_logits
 
     texts, labels, logits = _data()
     dev_texts, dev_labels = texts[:12], labels[:12]

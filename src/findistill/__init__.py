@@ -23,9 +23,9 @@ __version__ = "0.1.0"
 _API = {
     "load_config": "findistill.config", "RunConfig": "findistill.config", "LABELS": "findistill.config",
     "run": "findistill.pipeline", "Run": "findistill.pipeline",
-    "Teacher": "findistill.teacher", "build_teacher": "findistill.teacher",
-    "distillation_loss": "findistill.losses", "DistillationTrainer": "findistill.trainer",
-    "load_classifier": "findistill.runtime",
+    "Teacher": "findistill.teachers", "build_teacher": "findistill.teachers",
+    "distillation_loss": "findistill.training.losses", "DistillationTrainer": "findistill.training.trainer",
+    "load_classifier": "findistill.deploy.runtime",
 }
 __all__ = sorted(_API)
 

@@ -15,10 +15,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "teacher-finetune": ("findistill.cli", "teacher_finetune_main", "LoRA fine-tune the teacher on gold labels"),
     "candidates": ("findistill.cli", "candidates_main", "compare teacher and student candidates on the dev split"),
     "augment": ("findistill.cli", "augment_main", "generate and filter teacher paraphrases"),
-    "export": ("findistill.export", "main", "int8 / ONNX export of a student with an accuracy/speed table"),
-    "predict": ("findistill.predict", "main", "classify texts from a file or stdin into JSONL"),
-    "serve": ("findistill.serve", "main", "HTTP server with micro-batching (FastAPI + uvicorn)"),
-    "analyze": ("findistill.analysis", "main", "slices, entity swap, probes, calibration, report.html, model cards"),
+    "export": ("findistill.deploy.export", "main", "int8 / ONNX export of a student with an accuracy/speed table"),
+    "predict": ("findistill.deploy.predict", "main", "classify texts from a file or stdin into JSONL"),
+    "serve": ("findistill.deploy.serve", "main", "HTTP server with micro-batching (FastAPI + uvicorn)"),
+    "analyze": ("findistill.cli", "analyze_main", "slices, entity swap, probes, calibration, report.html, model cards"),
+    "config": ("findistill.cli", "config_main", "list every config key: type, default, range, help (and a config's values)"),
     "models": ("findistill.cli", "models_main", "list the offline models that ship inside PyPI packages"),
 }
 

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -31,14 +32,19 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
-def _load(args: argparse.Namespace) -> tuple[RunConfig, Path, str | None]:
+def _overrides(items: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items -> ``{key: value}`` (values parsed as YAML)."""
     overrides = {}
-    for item in args.overrides:
+    for item in items:
         if "=" not in item:
             raise ConfigError("--set", f"expected KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         overrides[key.strip()] = yaml.safe_load(value)
-    config = load_config(args.config, overrides)
+    return overrides
+
+
+def _load(args: argparse.Namespace) -> tuple[RunConfig, Path, str | None]:
+    config = load_config(args.config, _overrides(args.overrides))
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     if not is_main():
         logging.getLogger("findistill").setLevel(logging.WARNING)  # the main process tells the progress
@@ -52,7 +58,7 @@ def _tell(message: str) -> None:
 
 
 def run_main(argv: list[str]) -> int:
-    from findistill.pipeline import run
+    from findistill.pipeline.runner import run
 
     p = _parser("run", "Run every stage: teacher (fine-tune, evaluate, label), students (baseline, CE-only, "
                        "distilled), report. A stage runs only when the config or data it depends on changed (or "
@@ -68,8 +74,8 @@ def run_main(argv: list[str]) -> int:
 
 def _summary(out: Path, results: dict) -> None:
     """The end of a run: its warnings, where its files are, and what the distilled student says of five sentences."""
-    from findistill.predict import describe_examples
-    from findistill.report import render_comparisons, render_table
+    from findistill.deploy.predict import describe_examples
+    from findistill.evaluation.report import render_comparisons, render_table
 
     print("\n" + render_table(results["rows"]).rstrip("\n"))
     comps = [c for c in results["comparisons"] if (c["a"], c["b"]) == ("student_distilled", "student_ce")]
@@ -95,7 +101,7 @@ def parse_shard(value: str) -> tuple[int, int]:
 
 
 def label_main(argv: list[str]) -> int:
-    from findistill.pipeline import cache_folder, run
+    from findistill.pipeline.runner import cache_folder, run
 
     p = _parser("label", "Write the teacher's class logits for every evaluation, training and transfer text to "
                          "the chunked cache (<out>/cache, or cache.dir).")
@@ -111,7 +117,7 @@ def label_main(argv: list[str]) -> int:
 
 
 def distill_main(argv: list[str]) -> int:
-    from findistill.pipeline import run
+    from findistill.pipeline.runner import run
 
     p = _parser("distill", "Train the distilled student (teacher labels are computed first if missing).")
     config, out, data_dir = _load(p.parse_args(argv))
@@ -121,7 +127,7 @@ def distill_main(argv: list[str]) -> int:
 
 
 def teacher_finetune_main(argv: list[str]) -> int:
-    from findistill.pipeline import run
+    from findistill.pipeline.runner import run
 
     p = _parser("teacher-finetune", "LoRA fine-tune the config's teacher on gold labels; the merged teacher is "
                                     "saved to <run>/teacher and used for labelling.")
@@ -135,7 +141,7 @@ def teacher_finetune_main(argv: list[str]) -> int:
 
 
 def augment_main(argv: list[str]) -> int:
-    from findistill.pipeline import run
+    from findistill.pipeline.runner import run
 
     p = _parser("augment", "Generate teacher paraphrases of the training texts and filter them.")
     config, out, data_dir = _load(p.parse_args(argv))
@@ -149,7 +155,7 @@ def augment_main(argv: list[str]) -> int:
 
 
 def evaluate_main(argv: list[str]) -> int:
-    from findistill.pipeline import run
+    from findistill.pipeline.runner import run
 
     p = _parser("evaluate", "Without --model: rebuild <run>/results.json and report.md from the predictions "
                             "already in the run folder (when they changed). With --model: evaluate that classifier folder on the "
@@ -160,15 +166,15 @@ def evaluate_main(argv: list[str]) -> int:
     if not args.model:
         results = run(config, out, data_dir, stages=("report",))
         if results is not None and is_main():
-            from findistill.report import render_table
+            from findistill.evaluation.report import render_table
 
             print(render_table(results["rows"]).rstrip("\n"))
         return 0
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from findistill.data import load_splits
-    from findistill.evaluate import evaluate_row, predict_logits
-    from findistill.model_refs import resolve_model
+    from findistill.data.splits import load_splits
+    from findistill.evaluation.metrics import evaluate_row, predict_logits
+    from findistill.models.refs import resolve_model
 
     splits = load_splits(config.data, data_dir)
     path = resolve_model(args.model)
@@ -182,7 +188,7 @@ def evaluate_main(argv: list[str]) -> int:
 
 
 def candidates_main(argv: list[str]) -> int:
-    from findistill.candidates import compare_candidates, render_markdown
+    from findistill.pipeline.candidates import compare_candidates, render_markdown
 
     p = _parser("candidates", "Compare the config's teacher and student candidates on the dev split; writes "
                               "<out>/candidates.json and candidates.md with a recommendation per table.")
@@ -197,8 +203,132 @@ def candidates_main(argv: list[str]) -> int:
     return 0
 
 
+def _analyze_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="findistill analyze",
+        description="Slices, entity swap, negation/hedging probes, calibration and teacher-student disagreements, "
+                    "with report.html. Either RUN (a finished `findistill run` folder: writes RUN/analysis/, "
+                    "RUN/report.html, calibration.json and README.md model cards in the student folders) or "
+                    "--model DIR --eval-file F (one saved classifier on a labelled file).")
+    p.add_argument("run", nargs="?", help="a run folder holding config.yaml, predictions/ and results.json")
+    p.add_argument("--data-dir", default=None,
+                   help="RUN: folder with sent_train.csv / sent_valid.csv (default: $FINDISTILL_DATA_DIR)")
+    p.add_argument("--model", help="a saved sequence-classification folder")
+    p.add_argument("--eval-file", help="labelled CSV/TSV/JSONL/parquet to analyse the model on")
+    p.add_argument("--dev-file", help="labelled file the temperature is fitted on (default: no temperature; the "
+                                      "evaluation file is never used for fitting)")
+    p.add_argument("--label-map", default=None,
+                   help="canonical (default: names or 0/1/2), tfns (0 Bearish, 1 Bullish, 2 Neutral) or v=class,...")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--max-length", type=int, default=128, help="--model: maximum tokens per text")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", help="--model: output folder (default: analysis-<model folder name>)")
+    return p
+
+
+def analyze_main(argv: list[str]) -> int:
+    import os
+
+    from findistill.errors import DataError
+
+    args = _analyze_parser().parse_args(argv)
+    if args.model:
+        if args.run or not args.eval_file:
+            raise DataError("analyze: give either RUN, or --model DIR with --eval-file F")
+        from findistill.analysis.analyze import analyze_model
+        from findistill.deploy.export import parse_label_map
+
+        out = args.out or f"analysis-{Path(args.model).resolve().name}"
+        analyze_model(args.model, args.eval_file, out, parse_label_map(args.label_map), args.text_column,
+                      args.label_column, args.dev_file, args.max_length, args.batch_size)
+        return 0
+    if not args.run:
+        raise DataError("analyze: give either RUN, or --model DIR with --eval-file F")
+    from findistill.config import load_config
+
+    run_dir = Path(args.run)
+    if not (run_dir / "config.yaml").is_file():
+        raise DataError(f"{run_dir}: not a run folder (no config.yaml)")
+    config = load_config(run_dir / "config.yaml")
+    from findistill.pipeline import Run
+    from findistill.pipeline.analyze import analyze_run
+
+    if analyze_run(Run(config, run_dir, args.data_dir or os.environ.get("FINDISTILL_DATA_DIR"))) is None:
+        raise DataError(f"{run_dir}: no predictions to analyse; run `findistill run` first")
+    return 0
+
+
+def _yaml_value(value: Any) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
+
+
+def render_config_markdown() -> str:
+    """docs/config.md: every key by section (the same source as `findistill config`; a test keeps the file current)."""
+    from findistill.config import describe_keys
+
+    lines = ["# Config keys", "", "Generated by `findistill config --markdown > docs/config.md` from the config dataclasses: "
+             "the help texts are their `help` metadata, the ranges are the checks each section runs (a value outside "
+             "one is a one-line error naming the key). `findistill config CONFIG` shows a config's own values beside "
+             "them.", ""]
+    sections: dict[str, list] = {"": []}  # the top-level keys first, then each section in config order
+    for row in describe_keys():
+        sections.setdefault(row.key.split(".")[0] if "." in row.key else "", []).append(row)
+
+    def cell(text: Any) -> str:
+        return str(text).replace("|", "\\|")
+
+    for section, rows in sections.items():
+        lines += ["", f"## {section or 'top level'}", "", "| key | type | default | allowed | what it does |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| `{r.key}` | {cell(r.type)} | `{cell(_yaml_value(r.default))}` | {cell(r.range)} | "
+                  f"{cell(r.help)} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def config_main(argv: list[str]) -> int:
+    import textwrap
+
+    from findistill.config import describe_keys, to_dict
+
+    p = argparse.ArgumentParser(prog="findistill config", description="Every config key with its type, default, "
+                                "allowed range and help text; with CONFIG, that config's values beside them.")
+    p.add_argument("config", nargs="?", help="a run config (YAML); keys it changes from the default are marked *")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (value parsed as YAML; repeatable)")
+    p.add_argument("--markdown", action="store_true", help="print docs/config.md instead")
+    args = p.parse_args(argv)
+    if args.markdown:
+        print(render_config_markdown(), end="")
+        return 0
+    values = None
+    if args.config:
+        config = load_config(args.config, _overrides(args.overrides))
+        values = {}
+
+        def flatten(node: Any, prefix: str = "") -> None:
+            for key, value in node.items():
+                if isinstance(value, dict) and f"{prefix}{key}" not in {r.key for r in rows}:
+                    flatten(value, f"{prefix}{key}.")
+                else:
+                    values[f"{prefix}{key}"] = value
+
+        rows = describe_keys()
+        flatten(to_dict(config))
+    for row in describe_keys():
+        head = f"{row.key}: {row.type} = {_yaml_value(row.default)}" + (f"   [{row.range}]" if row.range else "")
+        if values is not None and row.key in values:
+            changed = values[row.key] != row.default
+            head = ("* " if changed else "  ") + head + (f"   -> {_yaml_value(values[row.key])}" if changed else "")
+        print(head)
+        print(textwrap.fill(row.help, width=100, initial_indent="      ", subsequent_indent="      "))
+    return 0
+
+
 def models_main(argv: list[str]) -> int:
-    from findistill.model_refs import list_offline_models
+    from findistill.models.refs import list_offline_models
 
     argparse.ArgumentParser(prog="findistill models", description="List the offline models.").parse_args(argv)
     for entry in list_offline_models():

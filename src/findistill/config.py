@@ -62,9 +62,10 @@ def _check(cond: bool, key: str, message: str) -> None:
         raise ConfigError(key, message)
 
 
-def _check_label_keys(mapping: dict, key: str) -> None:
-    for name in mapping:
-        _check(name in LABEL2ID, key, f"unknown class {name!r}; classes are {', '.join(LABELS)}")
+def _check_label_map(label_map: dict) -> None:
+    """Every value of a ``label_map`` (file label or model label -> class) is a canonical class."""
+    for value, target in label_map.items():
+        _check(target in LABEL2ID, f"label_map.{value}", f"must be one of {', '.join(LABELS)}, got {target!r}")
 
 
 @dataclass
@@ -102,8 +103,7 @@ class DataConfig:
         for name in ("max_train_examples", "max_dev_examples", "max_eval_examples", "max_transfer_examples"):
             value = getattr(self, name)
             _check(value is None or value >= 3, name, f"must be >= 3 or null, got {value}")
-        for value, target in self.label_map.items():
-            _check(target in LABEL2ID, f"label_map.{value}", f"must be one of {', '.join(LABELS)}, got {target!r}")
+        _check_label_map(self.label_map)
 
 
 @dataclass
@@ -255,8 +255,7 @@ class TeacherConfig:
             _check(self.device_map is None and self.quantization == "none", "backend",
                    "device_map and quantization are hf settings; vllm spreads a teacher with "
                    "vllm.tensor_parallel_size")
-        for value, target in self.label_map.items():
-            _check(target in LABEL2ID, f"label_map.{value}", f"must be one of {', '.join(LABELS)}, got {target!r}")
+        _check_label_map(self.label_map)
 
     @property
     def display_name(self) -> str:
@@ -597,6 +596,85 @@ def dump_config(config: Any) -> str:
 
 def save_config(config: Any, path: str | Path) -> None:
     """Write the resolved config (atomically) next to an output."""
-    from findistill.io_utils import atomic_write_text
+    from findistill.io import atomic_write_text
 
     atomic_write_text(Path(path), dump_config(config))
+
+
+# --------------------------------------------------------------------------------------------- the keys, for people
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """One config key as `findistill config` and docs/config.md show it."""
+
+    key: str  # dotted, e.g. train.alpha
+    type: str
+    default: Any
+    range: str  # the rule its section's __post_init__ checks ("" when none), or the choices of a Literal
+    help: str
+
+
+def _type_text(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "str"
+    text = str(tp) if not isinstance(tp, type) else tp.__name__
+    return text.replace("typing.", "").replace("NoneType", "None")
+
+
+def _checked_ranges(cls: type) -> dict[str, str]:
+    """field -> the message of its ``_check`` in ``cls.__post_init__`` without the value ("must be in [0, 1]"): the
+    ranges shown to people are read from the checks themselves, so they cannot drift apart."""
+    import ast
+    import inspect
+    import textwrap
+
+    post = getattr(cls, "__post_init__", None)
+    if post is None:
+        return {}
+    tree = ast.parse(textwrap.dedent(inspect.getsource(post)))
+    loops: dict[str, list[str]] = {}  # `for name in ("a", "b"):` -> the keys a loop variable takes
+    for node in ast.walk(tree):
+        if isinstance(node, ast.For) and isinstance(node.target, ast.Name) and isinstance(node.iter, ast.Tuple):
+            loops[node.target.id] = [e.value for e in node.iter.elts if isinstance(e, ast.Constant)]
+    out: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "_check" and len(node.args) == 3):
+            continue
+        key_node, msg_node = node.args[1], node.args[2]
+        if isinstance(key_node, ast.Constant):
+            keys = [key_node.value]
+        elif isinstance(key_node, ast.Name) and key_node.id in loops:
+            keys = loops[key_node.id]
+        else:
+            continue
+        if isinstance(msg_node, ast.Constant):
+            message = str(msg_node.value)
+        elif isinstance(msg_node, ast.JoinedStr):
+            message = "".join(str(v.value) if isinstance(v, ast.Constant) else "{}" for v in msg_node.values)
+        else:
+            continue
+        message = message.split(", got")[0].replace("{}", "…").strip()
+        for key in keys:
+            if key in {f.name for f in dataclasses.fields(cls)} and key not in out:
+                out[key] = message
+    return out
+
+
+def describe_keys(cls: type = RunConfig, prefix: str = "") -> list[KeyInfo]:
+    """Every key of ``cls`` (sections recursed into), with its type, default, checked range and help text."""
+    hints = typing.get_type_hints(cls)
+    ranges = _checked_ranges(cls)
+    rows: list[KeyInfo] = []
+    for f in dataclasses.fields(cls):
+        tp, key = hints[f.name], f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            rows += describe_keys(tp, key + ".")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if dataclasses.is_dataclass(default):
+            default = to_dict(default)
+        choices = "one of " + ", ".join(map(str, typing.get_args(tp))) if typing.get_origin(tp) is Literal else ""
+        rng = "; ".join(part for part in (choices, ranges.get(f.name, "")) if part)
+        rows.append(KeyInfo(key, _type_text(tp), default, rng, " ".join(str(f.metadata.get("help", "")).split())))
+    return rows

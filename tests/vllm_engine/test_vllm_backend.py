@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from findistill.augment import augment, filter_candidates, Candidate
+from findistill.data.augment import augment, filter_candidates, Candidate
 from findistill.config import AugmentConfig, DataConfig, TeacherConfig, VLLMSettings
-from findistill.data import load_splits
+from findistill.data.splits import load_splits
 
 REPO = Path(__file__).resolve().parents[2]
 TFNS = Path(os.environ.get("FINDISTILL_DATA_DIR", REPO.parent / "shared" / "data" / "twitter-financial-news-sentiment"))
@@ -44,7 +44,7 @@ def splits():
 
 @pytest.fixture(scope="module")
 def vllm_teacher():
-    from findistill.teacher import PromptedLMTeacher
+    from findistill.teachers import PromptedLMTeacher
 
     teacher = PromptedLMTeacher(_vllm_cfg())
     yield teacher
@@ -58,7 +58,8 @@ def _record(**entries) -> None:
 
 
 def test_vllm_matches_hf_on_300_dev_tweets(splits, vllm_teacher):
-    from findistill.teacher import PromptedLMTeacher, VLLMBackend
+    from findistill.teachers import PromptedLMTeacher
+    from findistill.teachers.backends import VLLMBackend
 
     texts = splits.dev.texts
     assert len(texts) >= N_DEV

@@ -51,175 +51,20 @@ from typing import Any, Callable
 
 import numpy as np
 
-from findistill.config import LABELS, ConfigError, RunConfig, dump_config, load_config, save_config
+from findistill.config import LABELS, RunConfig, dump_config, save_config
 from findistill.data.splits import DatasetSplits, TextSplit, load_splits
 from findistill.distributed import barrier, is_main, on_main, rank_world
 from findistill.evaluation.prediction import Prediction
-from findistill.io import json_sha256, atomic_write_json, folder_lock
+from findistill.pipeline.legacy import adopt, legacy_teacher_logits
+from findistill.pipeline.stages import (DEPENDS, STAGE_OUTPUTS, STAGES, data_hashes, describe_change, downstream,
+                                        short_hash, stage_inputs, stage_key, teacher_inputs)
+from findistill.io import atomic_write_json, folder_lock
 
 log = logging.getLogger(__name__)
-
-STAGES = ("teacher_finetune", "teacher_check", "teacher_eval", "label", "augment", "student_baseline", "student_ce",
-          "student_distilled", "report", "analyze")
-
-# The stages whose outputs each stage reads: when one of them runs, the stage runs too.
-DEPENDS: dict[str, tuple[str, ...]] = {
-    "teacher_finetune": (),
-    "teacher_check": ("teacher_finetune",),
-    "teacher_eval": ("teacher_finetune",),
-    "label": ("teacher_finetune",),
-    "augment": ("teacher_finetune",),
-    "student_baseline": (),
-    "student_ce": (),
-    "student_distilled": ("label", "augment"),
-    "report": ("teacher_check", "teacher_eval", "augment", "student_baseline", "student_ce", "student_distilled"),
-    "analyze": ("report",),
-}
-# A stage's output files; all must exist for it to be up to date (the label stage's are the cache chunks).
-STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "teacher_finetune": ("teacher/config.json",),
-    "teacher_check": ("teacher_check.json",),
-    "teacher_eval": ("predictions/teacher.npz",),
-    "label": (),
-    "augment": ("augment/kept.json",),
-    "student_baseline": ("predictions/student_baseline.npz",),
-    "student_ce": ("predictions/student_ce.npz", "student_ce/config.json"),
-    "student_distilled": ("predictions/student_distilled.npz", "student/config.json"),
-    "report": ("results.json",),
-    "analyze": ("report.html",),
-}
-# Teacher keys that change how the teacher is run, not the fine-tuned weights.
-_INFERENCE_ONLY = ("name", "batch_size", "backend", "vllm", "device_map", "quantization")
-# Teacher keys of the health gate: what the run accepts of a teacher, not what the teacher is (no teacher or student
-# stage key reads them, so keys made before they existed stay valid; changing them re-writes only the report).
-_GATE = ("min_class_recall", "health_gate")
-# Train keys the CE-only student does not read, and keys that change no result (checkpointing).
-_KD_ONLY = ("alpha", "temperature")
-_NO_RESULT = ("save_steps", "save_total_limit")
-
 
 def _say(message: str) -> None:
     """Stage banners go to stderr-visible logging so long runs show where they are."""
     log.info(message)
-
-
-def _hash(obj: Any) -> str:
-    return json_sha256(obj)[:16]
-
-
-def data_hashes(splits: DatasetSplits) -> dict[str, str | None]:
-    """Content hash (texts and labels) of each split; the transfer split is None when there is none."""
-    def h(split: TextSplit | None) -> str | None:
-        return None if split is None else _hash([list(split.texts), [int(y) for y in split.labels]])
-
-    return {"train": h(splits.train), "dev": h(splits.dev), "eval": h(splits.eval),
-            "transfer": h(splits.transfer) if splits.transfer is not None and len(splits.transfer) else None}
-
-
-def _without(section: Any, keys: tuple[str, ...]) -> dict:
-    return {k: v for k, v in dataclasses.asdict(section).items() if k not in keys}
-
-
-def _teacher_section(teacher: Any, keys: tuple[str, ...]) -> dict:
-    """The teacher config without ``keys`` and without the health-gate keys (of the ensemble members too)."""
-    def strip(section: dict) -> dict:
-        return {k: [strip(m) for m in v] if k == "members" else v for k, v in section.items() if k not in _GATE}
-
-    return strip(_without(teacher, keys))
-
-
-def teacher_inputs(config: RunConfig, data: dict) -> dict:
-    """What the teacher that labels depends on: its config (but where its layers sit, ``device_map``, and
-    ``quantization`` when none, so that keys made before they existed stay valid), the training texts (few-shot
-    pool) and the fine-tune."""
-    teacher = _teacher_section(config.teacher, ("device_map",) + (("quantization",) if config.teacher.quantization
-                                                                   == "none" else ()))
-    return {"teacher": teacher, "seed": config.data.seed, "train": data["train"],
-            "finetune": stage_key(config, data, "teacher_finetune")}
-
-
-def stage_inputs(config: RunConfig, data: dict, stage: str) -> dict | None:
-    """The inputs ``stage``'s output is made from (JSON-able); None when the stage is off in ``config``."""
-    c = config
-    if stage == "teacher_finetune":
-        if not c.teacher.finetune.enabled:
-            return None
-        return {"teacher": _teacher_section(c.teacher, _INFERENCE_ONLY), "seed": c.data.seed, "train": data["train"],
-                "dev": data["dev"]}
-    teacher = _hash(teacher_inputs(c, data))
-    if stage == "teacher_check":
-        return {"teacher": teacher, "dev": data["dev"], "train": data["train"], "chunk_size": c.cache.chunk_size}
-    if stage == "teacher_eval":
-        if not c.evaluate_teacher:
-            return None
-        return {"teacher": teacher, "eval": data["eval"], "chunk_size": c.cache.chunk_size}
-    if stage == "label":
-        return {"teacher": teacher, "train": data["train"], "transfer": data["transfer"],
-                "eval": data["eval"] if c.evaluate_teacher else None, "chunk_size": c.cache.chunk_size}
-    if stage == "augment":
-        if not c.augment.enabled:
-            return None
-        return {"augment": dataclasses.asdict(c.augment), "teacher": teacher, "train": data["train"],
-                "dev": data["dev"], "eval": data["eval"]}
-    student = {"student": dataclasses.asdict(c.student), "eval": data["eval"]}
-    if stage == "student_baseline":
-        return {**student, "seed": c.train.seed}
-    trained = {**student, "train_split": data["train"], "dev": data["dev"]}
-    if stage == "student_ce":
-        return {**trained, "train": _without(c.train, _KD_ONLY + _NO_RESULT)} if c.train_ce_student else None
-    if stage == "student_distilled":
-        return {**trained, "train": _without(c.train, _NO_RESULT), "label": stage_key(c, data, "label"),
-                "augment": stage_key(c, data, "augment")}
-    if stage == "report":
-        return {"config": dataclasses.asdict(c),
-                **{s: stage_key(c, data, s) for s in DEPENDS["report"]}}
-    if stage == "analyze":
-        return {"report": stage_key(c, data, "report")}
-    raise ValueError(f"unknown stage {stage!r}")
-
-
-def stage_key(config: RunConfig, data: dict, stage: str) -> str | None:
-    inputs = stage_inputs(config, data, stage)
-    return None if inputs is None else _hash(inputs)
-
-
-def _downstream(stage: str) -> set[str]:
-    out: set[str] = set()
-    for name, deps in DEPENDS.items():
-        if stage in deps:
-            out |= {name} | _downstream(name)
-    return out
-
-
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, dict):
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: obj}
-
-
-_SPLIT_NAMES = {"train": "training texts", "train_split": "training texts", "dev": "dev texts", "eval": "evaluation texts",
-                "transfer": "transfer texts"}
-
-
-def describe_change(old: dict, new: dict, shown: int = 3) -> str:
-    """The differences between two input dicts in a few words (``train.alpha: 0.5 -> 0.9``)."""
-    a, b = _flatten(old), _flatten(new)
-    parts = []
-    for path in sorted(set(a) | set(b), key=lambda p: (p.count("."), p)):
-        if a.get(path, "<unset>") == b.get(path, "<unset>"):
-            continue
-        if path in _SPLIT_NAMES:
-            parts.append(f"{_SPLIT_NAMES[path]} changed")
-        elif path in STAGES or path in ("teacher", "finetune"):
-            parts.append(f"{path} inputs changed")
-        else:
-            parts.append(f"{path}: {a.get(path, '<unset>')} -> {b.get(path, '<unset>')}")
-    parts = list(dict.fromkeys(parts))
-    more = f" and {len(parts) - shown} more" if len(parts) > shown else ""
-    return "; ".join(parts[:shown]) + more if parts else "inputs changed"
 
 
 def _now() -> str:
@@ -271,7 +116,7 @@ class Run:
     def teacher_key(self, fold: int | None = None) -> str:
         """Hash of the teacher's inputs (config, few-shot pool, fine-tune); ``fold``: a cross-fitted fold teacher."""
         inputs = teacher_inputs(self.config, self.data_hashes)
-        return _hash(inputs if fold is None else {**inputs, "fold": fold})
+        return short_hash(inputs if fold is None else {**inputs, "fold": fold})
 
     def _cached_teacher(self, cfg, pool: TextSplit, identity_key: str):
         """A :class:`~findistill.cache.CachedTeacher` that loads the teacher of ``cfg`` (few-shot examples from
@@ -306,20 +151,10 @@ class Run:
 
         ``teacher`` (default: the run's teacher) and ``key_extra`` serve the cross-fitted fold teachers.
         """
-        legacy = self._legacy_teacher_logits(split, key_extra)
+        legacy = legacy_teacher_logits(self, split, key_extra)
         if legacy is not None:
             return legacy
         return (teacher or self.teacher).class_logits(split.texts)
-
-    def _legacy_teacher_logits(self, split: TextSplit, key_extra: dict | None) -> np.ndarray | None:
-        """``<run>/teacher_logits/`` of a folder labelled before the chunked cache, while its teacher is unchanged."""
-        from findistill.teachers.cache import cache_key, load_cached, texts_hash
-
-        folder = self.out / "teacher_logits"
-        if not folder.is_dir() or self.stage_records().get("legacy_teacher_logits") != self.teacher_key():
-            return None
-        key = cache_key({"run_split": split.name, **(key_extra or {})}, split.texts)
-        return load_cached(folder, key, n=len(split), texts_sha256=texts_hash(split.texts))
 
     # ------------------------------------------------------------------ cross-fitting
     def fold_dir(self, k: int) -> Path:
@@ -379,43 +214,15 @@ class Run:
         """``stages.json`` (``{"stages": {stage: {key, inputs, finished}}, ...}``); an older folder is adopted."""
         if self._records is None:
             path = self.out / "stages.json"
-            self._records = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else self._adopt()
+            self._records = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else adopt(self)
         return self._records
-
-    def _adopt(self) -> dict:
-        """Records for a folder written before stage keys: its outputs, under the config it was made with."""
-        records: dict = {"stages": {}}
-        if not self.out.is_dir():
-            return records
-        saved = self.out / "config.yaml"
-        config = self.config
-        if saved.is_file():
-            try:
-                config = load_config(saved)
-            except ConfigError as err:
-                raise ConfigError("", f"{self.out} was written by an older findistill under a config this version "
-                                      f"cannot read ({err}); use another --out") from None
-        if config.data != self.config.data:
-            return records  # its splits are not the current ones: nothing can be vouched for
-        for stage in STAGES:
-            inputs = stage_inputs(config, self.data_hashes, stage)
-            if inputs is None or not self._outputs_present(stage):
-                continue
-            if stage == "label" and not any((self.out / "teacher_logits").glob("*.safetensors")):
-                continue
-            records["stages"][stage] = {"key": _hash(inputs), "inputs": inputs, "finished": "adopted"}
-        if (self.out / "teacher_logits").is_dir():
-            records["legacy_teacher_logits"] = _hash(teacher_inputs(config, self.data_hashes))
-        if records["stages"]:
-            log.info("[stages] %s predates stage keys; adopted %s", self.out, ", ".join(records["stages"]))
-        return records
 
     def write_stage_records(self) -> None:
         """``stages.json`` from the records in memory (the main process writes; every process keeps the same)."""
         if is_main():
             atomic_write_json(self.out / "stages.json", {"version": 1, **self.stage_records()})
 
-    def _outputs_present(self, stage: str) -> bool:
+    def outputs_present(self, stage: str) -> bool:
         return all((self.out / p).exists() for p in STAGE_OUTPUTS[stage])
 
     def stale_reason(self, stage: str) -> str | None:
@@ -424,7 +231,7 @@ class Run:
         inputs = self.stage_inputs(stage)
         if record is None:
             return "no output yet"
-        if record["key"] != _hash(inputs):
+        if record["key"] != short_hash(inputs):
             return describe_change(record.get("inputs", {}), inputs)
         if not record.get("finished"):
             return "interrupted: resumes"
@@ -463,11 +270,11 @@ class Run:
             _say(f"[{stage}] up to date")
             return False
         records = self.stage_records()["stages"]
-        key = _hash(inputs)
+        key = short_hash(inputs)
         if stage == "teacher_finetune" and records.get(stage, {}).get("key") != key and is_main():
             for folder in (self.out / "teacher", self.out / "teacher_folds"):
                 shutil.rmtree(folder, ignore_errors=True)
-        for name in _downstream(stage):
+        for name in downstream(stage):
             records.pop(name, None)
         records[stage] = {"key": key, "inputs": inputs, "finished": None}
         self.write_stage_records()
@@ -612,7 +419,7 @@ class Run:
         process's index among N processes (all of them in one process), within ``shard=(s, m)`` (chunks s, s+m, …)
         when given. Returns how many chunks this process holds; nothing is kept in memory, and a split already in
         ``<run>/teacher_logits/`` (a folder labelled before the chunked cache) needs none."""
-        if self._legacy_teacher_logits(split, key_extra) is not None:
+        if legacy_teacher_logits(self, split, key_extra) is not None:
             return 0
         rank, world = rank_world()
         index, count = shard or (0, 1)

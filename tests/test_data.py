@@ -356,9 +356,9 @@ def test_transfer_texts_overlapping_dev_or_eval_are_dropped_and_counted(tmp_path
 
 def test_transfer_cap_is_a_seeded_subset_in_file_order():
     parts = [TextSplit("t", [f"headline number {i}" for i in range(50)], [-1] * 50)]
-    a, rep = build_transfer(parts, {}, cap=10, seed=3)
-    b, _ = build_transfer(parts, {}, cap=10, seed=3)
-    c, _ = build_transfer(parts, {}, cap=10, seed=4)
+    a, rep, _ = build_transfer(parts, {}, cap=10, seed=3)
+    b, _, _ = build_transfer(parts, {}, cap=10, seed=3)
+    c, _, _ = build_transfer(parts, {}, cap=10, seed=4)
     assert a.texts == b.texts and a.texts != c.texts and len(a) == 10
     assert a.texts == sorted(a.texts, key=lambda t: int(t.rsplit(" ", 1)[1]))
     assert rep["capped"] == 40 and rep["kept"] == 10
@@ -367,7 +367,7 @@ def test_transfer_cap_is_a_seeded_subset_in_file_order():
 def test_transfer_sources_are_counted_and_kept_beside_each_text():
     parts = [TextSplit("tweets", [f"tweet {i}" for i in range(30)], [-1] * 30),
              TextSplit("headlines", [f"headline {i}" for i in range(10)] + ["tweet 3"], [-1] * 11)]
-    split, rep = build_transfer(parts, {}, cap=20, seed=0)
+    split, rep, _ = build_transfer(parts, {}, cap=20, seed=0)
     assert len(split.sources) == len(split) == 20
     assert all(src == text.split()[0] + "s" for src, text in zip(split.sources, split.texts))
     assert rep["sources"]["tweets"]["read"] == 30 and rep["sources"]["headlines"]["read"] == 11
@@ -425,3 +425,55 @@ def test_transfer_hub_id_reads_a_local_copy_beside_the_data_folder_else_the_hub(
     assert load_splits(cfg).transfer.texts == ["Gold slips", "Bonds rally"]
     with pytest.raises(DataError, match="transfer file not found: missing.csv"):
         load_splits(DataConfig(source=str(folder), transfer_files=["missing.csv"]))
+
+
+def test_held_out_slices_and_source_caps_are_seeded_per_source_and_never_in_the_transfer_set():
+    parts = [TextSplit("tweets", [f"tweet {i}" for i in range(40)], [-1] * 40),
+             TextSplit("headlines", [f"headline {i}" for i in range(12)], [-1] * 12)]
+    split, rep, held = build_transfer(parts, {}, cap=None, seed=1, source_caps={"tweets": 20, "headlines": None},
+                                      holdout={"tweets": 5, "headlines": 4})
+    assert set(held.texts).isdisjoint(split.texts)
+    assert sorted(held.sources) == ["headlines"] * 4 + ["tweets"] * 5
+    assert rep["sources"] == {"tweets": {"read": 40, "kept": 20, "held_out": 5},
+                              "headlines": {"read": 12, "kept": 8, "held_out": 4}}
+    assert rep["held_out"] == 9 and rep["source_capped"] == 15 and rep["kept"] == 28 == len(split)
+    again, _, held_again = build_transfer(parts, {}, cap=None, seed=1, source_caps={"tweets": 20},
+                                          holdout={"tweets": 5, "headlines": 4})
+    assert again.texts == split.texts and held_again.texts == held.texts
+    other, _, held_other = build_transfer(parts, {}, cap=None, seed=2, source_caps={"tweets": 20},
+                                          holdout={"tweets": 5, "headlines": 4})
+    assert held_other.texts != held.texts
+    # no holdout and no per-source cap: exactly the transfer set of before (the caches keyed by it stay valid)
+    plain, plain_rep, none = build_transfer(parts, {}, cap=30, seed=1, source_caps={"tweets": None},
+                                            holdout={"tweets": 0})
+    old, old_rep, _ = build_transfer(parts, {}, cap=30, seed=1)
+    assert none is None and plain.texts == old.texts and plain_rep == old_rep
+
+
+def test_named_transfer_sources_and_the_string_form_read_the_same_texts(tmp_path, tiny_tfns_dir):
+    folder = tiny_tfns_dir
+    (tmp_path / "h.txt").write_text("\n".join(f"Stocks move on headline {i}" for i in range(12)) + "\n")
+    as_string = load_splits(DataConfig(source=str(folder), transfer_files=[str(tmp_path / "h.txt")]))
+    named = load_splits(_data_config(folder, [
+        {"path": str(tmp_path / "h.txt"), "name": "headlines", "holdout": 3, "max_examples": 5}]))
+    assert as_string.holdout is None and len(as_string.transfer) == 12
+    assert len(named.transfer) == 5 and len(named.holdout) == 3 and set(named.transfer.sources) == {"headlines"}
+    assert set(named.holdout.texts).isdisjoint(named.transfer.texts)
+    assert set(named.holdout.texts) | set(named.transfer.texts) <= set(as_string.transfer.texts)
+
+
+def _data_config(folder, transfer_files, **keys):
+    from findistill.config import from_dict
+
+    return from_dict(DataConfig, {"source": str(folder), "transfer_files": transfer_files, **keys})
+
+
+def test_transfer_source_entries_are_checked_by_key():
+    from findistill.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"transfer_files\[0\].cap: unknown key"):
+        _data_config("x", [{"path": "a.txt", "cap": 3}])
+    with pytest.raises(ConfigError, match="source names must be unique"):
+        _data_config("x", ["a.txt", {"path": "b.txt", "name": "a.txt"}])
+    with pytest.raises(ConfigError, match="transfer_holdout: must be >= 0"):
+        _data_config("x", [], transfer_holdout=-1)

@@ -295,3 +295,22 @@ def test_predict_logits_needs_pad_token(tiny_bloom_dir):
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bloom_dir, num_labels=3)
     with pytest.raises(ModelError):
         predict_logits(model, tok, TEXTS, batch_size=4)
+
+
+def test_fidelity_per_source_agreement_and_kl():
+    import math
+
+    from findistill.config import EvalConfig
+    from findistill.evaluation.metrics import fidelity
+
+    teacher = np.array([[50.0, 0, 0]] * 4 + [[0, 0, 50.0]] * 2)  # source a: 4 sure negatives; b: 2 sure positives
+    same, uniform = teacher.copy(), np.zeros_like(teacher)
+    flipped = teacher[:, ::-1].copy()
+    out = fidelity(["a"] * 4 + ["b"] * 2, teacher, {"student_ce": ("same", same), "student_distilled": ("u", uniform),
+                                                     "x": ("flip", flipped)}, EvalConfig(bootstrap_samples=200))
+    a, b = out["sources"]["a"], out["sources"]["b"]
+    assert a["n"] == 4 and a["teacher_labels"] == {"negative": 4, "neutral": 0, "positive": 0}
+    assert b["teacher_labels"] == {"negative": 0, "neutral": 0, "positive": 2}
+    assert a["models"]["student_ce"]["agreement"] == 1.0 and abs(a["models"]["student_ce"]["mean_kl"]) < 1e-9
+    assert abs(a["models"]["student_distilled"]["mean_kl"] - math.log(3)) < 1e-6  # KL(one-hot || uniform) = log 3
+    assert a["models"]["x"]["agreement"] == 0.0 and a["models"]["x"]["agreement_ci"] == [0.0, 0.0]

@@ -171,6 +171,47 @@ def test_run_with_augmentation_and_transfer_set(tmp_path, tiny_llama_dir, tiny_b
     assert f"`{transfer}`: 3 of 3 texts" in (out / "student" / "README.md").read_text()
 
 
+def test_held_out_transfer_texts_measure_fidelity_per_source_and_are_never_trained_on(
+        tmp_path, tiny_llama_dir, tiny_bert_dir, tiny_tfns_dir, capsys):
+    """Two named sources with a held-out slice each: the teacher labels the slices, no student trains on them, and the
+    report, report.html and the model card give per source and student the agreement with the teacher and the KL."""
+    heads, posts = tmp_path / "headlines.txt", tmp_path / "posts.txt"
+    heads.write_text("\n".join(f"Markets {w} as rates {v}" for w in ("rise", "fall", "drift") for v in
+                               ("climb", "ease", "hold")) + "\n")
+    posts.write_text("\n".join(f"$X{i} looks {w} to me" for i in range(4) for w in ("great", "awful")) + "\n")
+    config = write_config(tmp_path / "h.yaml", tiny_llama_dir, tiny_bert_dir, data={
+        "transfer_files": [{"path": str(heads), "name": "headlines", "max_examples": 4},
+                           {"path": str(posts), "name": "posts"}], "transfer_holdout": 3})
+    out = tmp_path / "h"
+    assert main(["run", str(config), "--out", str(out), "--data-dir", str(tiny_tfns_dir)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    fid = results["fidelity"]["sources"]
+    assert set(fid) == {"headlines", "posts"} and fid["headlines"]["n"] == 3 and fid["posts"]["n"] == 3
+    for entry in fid.values():
+        assert sum(entry["teacher_labels"].values()) == 3
+        assert set(entry["models"]) == {"student_ce", "student_distilled"}
+        for m in entry["models"].values():
+            lo, hi = m["agreement_ci"]
+            assert 0 <= lo <= m["agreement"] <= hi <= 1 and m["mean_kl"] >= 0
+    sources = results["dataset"]["transfer"]["sources"]
+    assert sources["headlines"] == {"read": 9, "kept": 4, "held_out": 3}
+    assert sources["posts"] == {"read": 8, "kept": 5, "held_out": 3}
+    meta = prediction_meta(out, "student_distilled")
+    assert meta["train_examples"] == results["dataset"]["n_train"] + 4 + 5, "gold + kept transfer, no held-out text"
+    from findistill.config import load_config
+    from findistill.pipeline import Run
+
+    run = Run(load_config(config), out, str(tiny_tfns_dir))
+    texts, _, _ = run._training_set(with_teacher=True)
+    assert set(run.splits.holdout.texts).isdisjoint(texts)
+    assert "## Fidelity per source" in (out / "report.md").read_text()
+    assert 'id="fidelity"' in (out / "report.html").read_text()
+    assert "`posts` (3 texts): agreement" in (out / "student" / "README.md").read_text()
+    # the second run resumes: the held-out slice is the same seeded draw, so nothing re-runs
+    plan = _dry_run(capsys, config, out, tiny_tfns_dir)
+    assert _runs(plan) == set()
+
+
 def prediction_meta(out: Path, role: str) -> dict:
     from findistill.evaluation.prediction import Prediction
 

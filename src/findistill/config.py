@@ -69,6 +69,27 @@ def _check_label_map(label_map: dict) -> None:
 
 
 @dataclass
+class TransferSource:
+    path: str = _help("A file (one text per line .txt, CSV, JSONL, parquet), a folder of CSVs, or a hub dataset id "
+                      "(owner/name), resolved as a data.transfer_files string is.", "")
+    name: str | None = _help("The source's name in reports and the model card (default: path).", None)
+    max_examples: int | None = _help(
+        "Seeded random subset of this source's texts after filtering and after its held-out slice (null: all).", None)
+    holdout: int | None = _help(
+        "Texts of this source held out (seeded) for fidelity: labelled by the teacher, never trained on, scored "
+        "per model in the report (null: data.transfer_holdout).", None)
+
+    def __post_init__(self):
+        _check(bool(self.path), "path", "must name a file, folder or hub dataset id")
+        _check(self.max_examples is None or self.max_examples >= 1, "max_examples", f"must be >= 1 or null, got {self.max_examples}")
+        _check(self.holdout is None or self.holdout >= 0, "holdout", f"must be >= 0 or null, got {self.holdout}")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.path
+
+
+@dataclass
 class DataConfig:
     source: str = _help(
         "TFNS hub id, a folder holding sent_train.csv/sent_valid.csv, or the hub id of another dataset. "
@@ -87,7 +108,8 @@ class DataConfig:
     max_train_examples: int | None = _help("Stratified subsample of the training split (after the dev split).", None)
     max_dev_examples: int | None = _help("Stratified subsample of the dev split.", None)
     max_eval_examples: int | None = _help("Stratified subsample of the evaluation split (None = all rows).", None)
-    transfer_files: list[str] = _help(
+    transfer_files: list[str | TransferSource] = _help(
+        "Each entry a path string, or a named source {path, name, max_examples, holdout}. "
         "Unlabelled texts (one per line .txt, CSV or JSONL with the text column; any label column is ignored) "
         "labelled by the teacher only; they get the KD loss only. Whitespace-normalised and de-duplicated; texts "
         "that also occur in the dev or evaluation split (case, whitespace and URLs normalised) are dropped and "
@@ -95,7 +117,12 @@ class DataConfig:
         "a hub dataset id (owner/name) from a local copy there (<name>/*.csv), else from the hub (every split).",
         factory=list,
     )
-    max_transfer_examples: int | None = _help("Seeded random subset of the transfer texts (after filtering).", None)
+    max_transfer_examples: int | None = _help(
+        "Seeded random subset of all transfer texts (after filtering, held-out slices and per-source caps).", None)
+    transfer_holdout: int = _help(
+        "Texts of every transfer source held out (seeded) for fidelity: the teacher labels them, no student trains on "
+        "them, and the report gives per source and model the agreement with the teacher, the mean KL from teacher "
+        "to student and the teacher's label distribution (0: none).", 0)
     seed: int = _help("Seed of the dev split and of subsampling.", 42)
 
     def __post_init__(self):
@@ -103,7 +130,14 @@ class DataConfig:
         for name in ("max_train_examples", "max_dev_examples", "max_eval_examples", "max_transfer_examples"):
             value = getattr(self, name)
             _check(value is None or value >= 3, name, f"must be >= 3 or null, got {value}")
+        _check(self.transfer_holdout >= 0, "transfer_holdout", f"must be >= 0, got {self.transfer_holdout}")
         _check_label_map(self.label_map)
+        names = [e.label if isinstance(e, TransferSource) else e for e in self.transfer_files]
+        _check(len(set(names)) == len(names), "transfer_files", f"source names must be unique, got {names}")
+
+    def transfer_entries(self) -> list[TransferSource]:
+        """Every ``transfer_files`` entry as a :class:`TransferSource` (a string is a source named by its path)."""
+        return [e if isinstance(e, TransferSource) else TransferSource(path=e) for e in self.transfer_files]
 
 
 @dataclass
@@ -499,8 +533,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             try:
                 return _coerce(value, arg, key)
             except ConfigError as err:
-                errors.append(err)
-        raise errors[0]
+                errors.append((arg, err))
+        # a mapping is meant for the dataclass of the union: its error says what is wrong with it
+        chosen = [e for a, e in errors if isinstance(value, dict) and dataclasses.is_dataclass(a)]
+        raise (chosen or [errors[0][1]])[0]
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from findistill.config import LABELS
-from findistill.evaluation.report import ci_level, value_with_ci, human_params, render_comparisons, teacher_check_lines
+from findistill.evaluation.report import FIDELITY_HEADER, FIDELITY_NOTE, fidelity_rows, ci_level, value_with_ci, human_params, render_comparisons, teacher_check_lines
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;
@@ -318,6 +318,9 @@ def render_html(doc: Mapping[str, Any], figures: Mapping[str, bytes], results: M
                         [[name, f"{s.get('read', 0):,}", f"{s.get('kept', 0):,}",
                           *[f"{s.get('teacher_labels', {}).get(c, 0):,}" for c in LABELS]]
                          for name, s in results["transfer_sources"].items()], table_id="transfer-sources")]
+    if isinstance(results.get("fidelity"), Mapping):
+        body += ["<h2>Fidelity per source (held-out transfer texts)</h2>", f"<p>{_e(FIDELITY_NOTE)}</p>",
+                 _table(FIDELITY_HEADER, fidelity_rows(results["fidelity"]), numeric_from=4, table_id="fidelity")]
     body += ["<h2>Confusion matrices</h2>", "<p>Rows: true class, columns: predicted.</p>",
              _img(figures, "confusion", "confusion matrices")]
     body += ["<h2>Calibration</h2>",

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import yaml
 
 from findistill.config import LABELS, RunConfig
-from findistill.evaluation.report import ci_level, value_with_ci, render_comparisons, teacher_check_lines
+from findistill.evaluation.report import fidelity_rows, ci_level, value_with_ci, render_comparisons, teacher_check_lines
 
 _MIN_SLICE = 30  # slices smaller than this are not named as findings
 _ROLE_TEXT = {"student_distilled": "distilled from the teacher (KD + CE)",
@@ -111,6 +111,10 @@ def render_model_card(role: str, cfg: RunConfig, results: Mapping[str, Any], doc
         lines += [f"- `{name}`: {s.get('kept', 0):,} of {s.get('read', 0):,} texts; the teacher called them "
                   + ", ".join(f"{c} {s.get('teacher_labels', {}).get(c, 0):,}" for c in LABELS)
                   for name, s in results["transfer_sources"].items()] + [""]
+    if isinstance(results.get("fidelity"), Mapping) and (fid_rows := fidelity_rows(results["fidelity"], [role])):
+        lines += ["How much of the teacher this model keeps on held-out text of each transfer source (no labels "
+                  "needed; agreement with the teacher's class, and the mean KL from teacher to student):", ""]
+        lines += [f"- `{r[0]}` ({r[1]} texts): agreement {r[4]}, mean KL {r[5]}" for r in fid_rows] + [""]
     if row.get("train_examples"):
         lines += [f"The student saw {row['train_examples']:,} training texts for {row.get('train_steps', '?')} "
                   f"optimizer steps ({row.get('train_wall_time_s', '?')} s).", ""]

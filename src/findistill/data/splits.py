@@ -73,6 +73,7 @@ class DatasetSplits:
     transfer: TextSplit | None = None
     duplicates: dict = field(default_factory=dict)
     transfer_report: dict = field(default_factory=dict)  # counts of build_transfer
+    holdout: TextSplit | None = None  # held-out transfer texts (fidelity per source; never trained on)
 
     def info(self) -> dict[str, Any]:
         """A JSON-able summary for results.json; ``n``/``label_counts`` describe the evaluation split."""
@@ -90,6 +91,8 @@ class DatasetSplits:
         if self.transfer is not None:
             out["n_transfer"] = len(self.transfer)
             out["transfer"] = dict(self.transfer_report)
+        if self.holdout is not None:
+            out["n_holdout"] = len(self.holdout)
         return out
 
 
@@ -308,22 +311,27 @@ def overlap_key(text: str) -> str:
     return normalize_text(_URL.sub(" ", unicodedata.normalize("NFKC", text))).casefold()
 
 
-def build_transfer(parts: Sequence[TextSplit], splits: dict[str, TextSplit], cap: int | None,
-                   seed: int) -> tuple[TextSplit, dict[str, int]]:
+def build_transfer(parts: Sequence[TextSplit], splits: dict[str, TextSplit], cap: int | None, seed: int,
+                   source_caps: dict[str, int | None] | None = None, holdout: dict[str, int] | None = None,
+                   ) -> tuple[TextSplit, dict[str, Any], TextSplit | None]:
     """The transfer set: unlabelled texts, whitespace-normalised, de-duplicated, without any text of ``splits``.
 
     Keys are :func:`overlap_key`. A text whose key is empty (a bare URL) is dropped; a repeat of an earlier
     transfer text is dropped; a text whose key occurs in one of ``splits`` (train, dev, eval) is dropped and counted
-    under ``overlap_<split>`` (the first split that has it, in the given order). ``cap`` keeps a seeded random
-    subset of what is left, in file order. Returns the split (``sources``: each kept text's part name) and the counts
-    (``read``, ``empty``, ``duplicate``, ``overlap_*``, ``capped``, ``kept``, and per part name ``sources``: read,
-    kept).
+    under ``overlap_<split>`` (the first split that has it, in the given order). Then, per part name (source):
+    ``holdout[name]`` texts are set aside (a seeded draw) for fidelity, and ``source_caps[name]`` keeps a seeded
+    subset of the rest; last, ``cap`` keeps a seeded random subset of all that is left, in file order. Returns the
+    split (``sources``: each kept text's part name), the counts (``read``, ``empty``, ``duplicate``, ``overlap_*``,
+    ``held_out``, ``source_capped``, ``capped``, ``kept``, and per part name ``sources``: read, kept, held_out) and
+    the held-out split (None when nothing is held out). Without holdouts and source caps, the result is what it was
+    before they existed (caches keyed by these texts stay valid).
     """
     owners: dict[str, str] = {}
     for name, split in splits.items():
         for text in split.texts:
             owners.setdefault(overlap_key(text), name)
-    report = {"read": 0, "empty": 0, "duplicate": 0, **{f"overlap_{name}": 0 for name in splits}, "capped": 0}
+    report: dict[str, Any] = {"read": 0, "empty": 0, "duplicate": 0, **{f"overlap_{name}": 0 for name in splits},
+                              "capped": 0}
     seen: set[str] = set()
     kept: list[str] = []
     origin: list[str] = []
@@ -343,14 +351,38 @@ def build_transfer(parts: Sequence[TextSplit], splits: dict[str, TextSplit], cap
                 seen.add(key)
                 kept.append(normalize_text(text))
                 origin.append(part.name)
+    held: list[int] = []
+    if any((holdout or {}).values()) or any(v is not None for v in (source_caps or {}).values()):
+        drop: set[int] = set()
+        for name in read:
+            rows = [i for i, o in enumerate(origin) if o == name]
+            order = [rows[j] for j in np.random.default_rng([seed, len(rows)]).permutation(len(rows))]
+            n_hold = min((holdout or {}).get(name) or 0, len(rows))
+            held += order[:n_hold]
+            rest, limit = order[n_hold:], (source_caps or {}).get(name)
+            if limit is not None and limit < len(rest):
+                drop |= set(rest[limit:])
+                report["source_capped"] = report.get("source_capped", 0) + len(rest) - limit
+        held.sort()
+        if held:
+            report["held_out"] = len(held)
+        drop |= set(held)
+        left = [i for i in range(len(kept)) if i not in drop]
+        held_texts, held_origin = [kept[i] for i in held], [origin[i] for i in held]
+        kept, origin = [kept[i] for i in left], [origin[i] for i in left]
+    else:
+        held_texts, held_origin = [], []
     if cap is not None and cap < len(kept):
         chosen = sorted(np.random.default_rng(seed).permutation(len(kept))[:cap].tolist())
         report["capped"] = len(kept) - cap
         kept, origin = [kept[i] for i in chosen], [origin[i] for i in chosen]
     report["kept"] = len(kept)
-    counts = Counter(origin)
-    report["sources"] = {name: {"read": n, "kept": counts.get(name, 0)} for name, n in read.items()}
-    return TextSplit("transfer", kept, [-1] * len(kept), origin), report
+    counts, held_counts = Counter(origin), Counter(held_origin)
+    report["sources"] = {name: {"read": n, "kept": counts.get(name, 0),
+                                **({"held_out": held_counts.get(name, 0)} if held_texts else {})}
+                         for name, n in read.items()}
+    held_split = TextSplit("holdout", held_texts, [-1] * len(held_texts), held_origin) if held_texts else None
+    return TextSplit("transfer", kept, [-1] * len(kept), origin), report, held_split
 
 
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
@@ -492,15 +524,18 @@ def load_splits(cfg: DataConfig, data_dir: str | None = None) -> DatasetSplits:
     train = stratified_subsample(train, cfg.max_train_examples, cfg.seed)
     dev = stratified_subsample(dev, cfg.max_dev_examples, cfg.seed)
     evals = stratified_subsample(evals, cfg.max_eval_examples, cfg.seed)
-    transfer, transfer_report = None, {}
+    transfer, transfer_report, holdout = None, {}, None
     if cfg.transfer_files:
         # the folder TFNS was read from (as in _raw_splits: a source folder wins over --data-dir / the env var)
         folder = cfg.source if Path(cfg.source).expanduser().is_dir() else (data_dir or os.environ.get(DATA_DIR_ENV))
-        parts = [replace(part, name=ref) for ref in cfg.transfer_files
-                 for part in load_transfer_source(ref, cfg.text_column, folder)]
+        entries = cfg.transfer_entries()
+        parts = [replace(part, name=entry.label) for entry in entries
+                 for part in load_transfer_source(entry.path, cfg.text_column, folder)]
         # a text in several splits counts as a leak into the first of these: evaluation, dev, train
-        transfer, transfer_report = build_transfer(parts, {"eval": evals, "dev": dev, "train": train},
-                                                   cfg.max_transfer_examples, cfg.seed)
+        transfer, transfer_report, holdout = build_transfer(
+            parts, {"eval": evals, "dev": dev, "train": train}, cfg.max_transfer_examples, cfg.seed,
+            source_caps={e.label: e.max_examples for e in entries},
+            holdout={e.label: cfg.transfer_holdout if e.holdout is None else e.holdout for e in entries})
         logger.info("transfer texts: %d kept of %d read (%s)", transfer_report["kept"], transfer_report["read"],
                     ", ".join(f"{k} {v}" for k, v in transfer_report.items()
                               if k not in ("read", "kept", "sources") and v))
@@ -512,4 +547,4 @@ def load_splits(cfg: DataConfig, data_dir: str | None = None) -> DatasetSplits:
                        "%s; e.g. %r", found, next(iter(duplicates["examples"].values()))[0])
     if any(duplicates["within"].values()):
         logger.info("repeated texts within splits (kept): %s", duplicates["within"])
-    return DatasetSplits(name, train, dev, evals, transfer, duplicates, transfer_report)
+    return DatasetSplits(name, train, dev, evals, transfer, duplicates, transfer_report, holdout)

@@ -18,7 +18,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from findistill.config import LABELS, EvalConfig
-from findistill.models.inference import predict_texts
+from findistill.models.inference import predict_texts, softmax
 
 Metric = Literal["accuracy", "macro_f1"]
 METRICS: tuple[str, ...] = ("accuracy", "macro_f1")
@@ -439,3 +439,34 @@ def source_warnings(labels: dict[str, dict[str, int]]) -> list[str]:
             warnings.append(f"transfer source {source!r}: the teacher calls {top / total:.0%} of its {total} texts "
                             f"{name!r}, so it teaches the student little beyond that class")
     return warnings
+
+
+def mean_kl(teacher_logits: np.ndarray, student_logits: np.ndarray) -> float:
+    """Mean over rows of KL(teacher || student) between the softmax distributions (nats, temperature 1)."""
+    p, q = softmax(teacher_logits), softmax(student_logits)
+    return float(np.mean(np.sum(p * (np.log(np.clip(p, 1e-12, None)) - np.log(np.clip(q, 1e-12, None))), axis=1)))
+
+
+def fidelity(sources: Sequence[str], teacher_logits: np.ndarray, students: dict[str, tuple[str, np.ndarray]],
+             eval_cfg: EvalConfig) -> dict[str, Any]:
+    """How much of the teacher each student keeps on held-out transfer texts, per source (style), without labels.
+
+    Per source: its held-out texts, the teacher's label distribution on them, and per student role (name,
+    ``[M, 3]`` logits on the same texts): agreement with the teacher's class, with a bootstrap CI (the teacher's
+    classes are the reference), and the mean KL from the teacher's distribution to the student's."""
+    sources = list(sources)
+    teacher_pred = predictions(np.asarray(teacher_logits))
+    out: dict[str, Any] = {"confidence": eval_cfg.confidence, "sources": {}}
+    for source in dict.fromkeys(sources):
+        rows = np.array([i for i, s in enumerate(sources) if s == source])
+        entry: dict[str, Any] = {"n": int(len(rows)), "teacher_labels": {
+            name: int((teacher_pred[rows] == c).sum()) for c, name in enumerate(LABELS)}, "models": {}}
+        for role, (name, logits) in students.items():
+            student_pred = predictions(np.asarray(logits)[rows])
+            lo, hi = bootstrap_ci(teacher_pred[rows], student_pred, "accuracy", eval_cfg.bootstrap_samples,
+                                  eval_cfg.confidence, eval_cfg.seed)
+            entry["models"][role] = {"name": name, "agreement": float((student_pred == teacher_pred[rows]).mean()),
+                                     "agreement_ci": [lo, hi],
+                                     "mean_kl": mean_kl(np.asarray(teacher_logits)[rows], np.asarray(logits)[rows])}
+        out["sources"][source] = entry
+    return out

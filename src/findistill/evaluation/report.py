@@ -324,6 +324,33 @@ def transfer_sources_lines(sources: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+FIDELITY_NOTE = ("Held-out transfer texts of each source (a seeded slice no student trained on): agreement is the "
+                 "share of them on which the student picks the teacher's class, with a bootstrap CI; mean KL is from "
+                 "the teacher's class distribution to the student's (nats). No labels are needed, so any corpus a "
+                 "user adds is measured this way.")
+FIDELITY_HEADER = ["source", "held out", "teacher: negative / neutral / positive", "student", "agreement [CI]",
+                   "mean KL"]
+
+
+def fidelity_rows(fid: Mapping[str, Any], roles: Sequence[str] | None = None) -> list[list[str]]:
+    """Rows of :data:`FIDELITY_HEADER` from ``results["fidelity"]`` (one per source and student role)."""
+    rows = []
+    for source, entry in fid.get("sources", {}).items():
+        teacher = " / ".join(f"{entry['teacher_labels'].get(c, 0):,}" for c in LABELS)
+        for role, m in entry.get("models", {}).items():
+            if roles is None or role in roles:
+                rows.append([source, f"{entry['n']:,}", teacher, m["name"],
+                             value_with_ci(m["agreement"], m["agreement_ci"]), f"{m['mean_kl']:.3f}"])
+    return rows
+
+
+def fidelity_lines(fid: Mapping[str, Any]) -> list[str]:
+    lines = ["## Fidelity per source (held-out transfer texts)", "", FIDELITY_NOTE, "",
+             "| " + " | ".join(FIDELITY_HEADER) + " |", "|---|---:|---:|---|---:|---:|"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in fidelity_rows(fid)]
+    return lines
+
+
 def _augmentation_section(aug: Mapping[str, Any], max_examples: int = 5) -> list[str]:
     lines = ["## Augmentation", ""]
     generated, kept = aug.get("generated"), aug.get("kept")
@@ -369,6 +396,8 @@ def render_report(results: Mapping[str, Any], config_yaml: str | None = None) ->
         lines += teacher_check_lines(results["teacher_check"]) + [""]
     if isinstance(results.get("transfer_sources"), Mapping):
         lines += transfer_sources_lines(results["transfer_sources"]) + [""]
+    if isinstance(results.get("fidelity"), Mapping):
+        lines += fidelity_lines(results["fidelity"]) + [""]
     if isinstance(results.get("augmentation"), Mapping):
         lines += _augmentation_section(results["augmentation"]) + [""]
     if config_yaml:

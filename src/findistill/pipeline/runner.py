@@ -411,6 +411,8 @@ class Run:
             jobs.append((self.teacher, splits.train, None))
         if splits.transfer is not None and len(splits.transfer):
             jobs.append((self.teacher, splits.transfer, None))
+        if splits.holdout is not None and len(splits.holdout):
+            jobs.append((self.teacher, splits.holdout, None))
         return jobs
 
     def label_chunks(self, teacher, split: TextSplit, key_extra: dict | None = None,
@@ -503,9 +505,13 @@ class Run:
         logits = predict_logits(model, tokenizer, ev.texts, batch_size=self.config.train.eval_batch_size,
                                 max_length=self.config.student.max_length, desc=f"eval {role}")
         seconds = time.perf_counter() - start
+        holdout = self.splits.holdout
+        held = None if holdout is None else predict_logits(
+            model, tokenizer, holdout.texts, batch_size=self.config.train.eval_batch_size,
+            max_length=self.config.student.max_length, desc=f"held-out transfer texts {role}")
         total, trainable = count_parameters(model)
         Prediction(name, role, logits, {"params": total, "trainable_params": trainable,
-                                        "examples_per_s": round(len(ev) / seconds, 2), **meta}
+                                        "examples_per_s": round(len(ev) / seconds, 2), **meta}, held
                    ).save(self.prediction_path(role))
 
     def stage_student_baseline(self) -> None:
@@ -600,6 +606,14 @@ class Run:
             extra["teacher_check"] = check
         if sources:
             extra["transfer_sources"] = sources
+        if splits.holdout is not None and len(splits.holdout):
+            from findistill.evaluation.metrics import fidelity
+
+            students = {role: p.holdout_logits for role, p in preds.items()
+                        if role in ("student_ce", "student_distilled") and p.holdout_logits is not None}
+            extra["fidelity"] = fidelity(splits.holdout.sources, self.teacher_logits(splits.holdout),
+                                         {role: (preds[role].name, logits) for role, logits in students.items()},
+                                         ev_cfg)
         if fold_summaries := self.teacher_fold_summaries():
             extra["teacher_folds"] = fold_summaries
         summary = self.out / "augment" / "summary.json"

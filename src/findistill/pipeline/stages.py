@@ -62,7 +62,14 @@ def data_hashes(splits: DatasetSplits) -> dict[str, str | None]:
         return None if split is None else short_hash([list(split.texts), [int(y) for y in split.labels]])
 
     return {"train": h(splits.train), "dev": h(splits.dev), "eval": h(splits.eval),
-            "transfer": h(splits.transfer) if splits.transfer is not None and len(splits.transfer) else None}
+            "transfer": h(splits.transfer) if splits.transfer is not None and len(splits.transfer) else None,
+            "holdout": h(splits.holdout) if splits.holdout is not None and len(splits.holdout) else None}
+
+
+def _holdout(data: dict) -> dict:
+    """``{"holdout": hash}`` when transfer texts are held out for fidelity, else nothing: the keys of runs without
+    a held-out slice stay what they were before it existed."""
+    return {"holdout": data["holdout"]} if data.get("holdout") else {}
 
 
 def _without(section: Any, keys: tuple[str, ...]) -> dict:
@@ -75,6 +82,25 @@ def _teacher_section(teacher: Any, keys: tuple[str, ...]) -> dict:
         return {k: [strip(m) for m in v] if k == "members" else v for k, v in section.items() if k not in GATE}
 
     return strip(_without(teacher, keys))
+
+
+# Keys added to the config after stage keys were introduced, with the value that means "as before": while a config
+# holds that value, the key is left out of the report's key (which hashes the whole config), so folders written
+# before the key existed stay up to date (tests/test_old_run.py).
+ADDED_KEYS: dict[str, Any] = {"data.transfer_holdout": 0}
+
+
+def config_for_key(config: RunConfig) -> dict:
+    """The whole config as the report stage hashes it: :data:`ADDED_KEYS` at their "as before" value left out."""
+    out = dataclasses.asdict(config)
+    for dotted, unchanged in ADDED_KEYS.items():
+        *parents, last = dotted.split(".")
+        node = out
+        for part in parents:
+            node = node[part]
+        if node.get(last) == unchanged:
+            del node[last]
+    return out
 
 
 def teacher_inputs(config: RunConfig, data: dict) -> dict:
@@ -104,13 +130,14 @@ def stage_inputs(config: RunConfig, data: dict, stage: str) -> dict | None:
         return {"teacher": teacher, "eval": data["eval"], "chunk_size": c.cache.chunk_size}
     if stage == "label":
         return {"teacher": teacher, "train": data["train"], "transfer": data["transfer"],
-                "eval": data["eval"] if c.evaluate_teacher else None, "chunk_size": c.cache.chunk_size}
+                "eval": data["eval"] if c.evaluate_teacher else None, "chunk_size": c.cache.chunk_size,
+                **_holdout(data)}
     if stage == "augment":
         if not c.augment.enabled:
             return None
         return {"augment": dataclasses.asdict(c.augment), "teacher": teacher, "train": data["train"],
                 "dev": data["dev"], "eval": data["eval"]}
-    student = {"student": dataclasses.asdict(c.student), "eval": data["eval"]}
+    student = {"student": dataclasses.asdict(c.student), "eval": data["eval"], **_holdout(data)}
     if stage == "student_baseline":
         return {**student, "seed": c.train.seed}
     trained = {**student, "train_split": data["train"], "dev": data["dev"]}
@@ -120,7 +147,7 @@ def stage_inputs(config: RunConfig, data: dict, stage: str) -> dict | None:
         return {**trained, "train": _without(c.train, NO_RESULT), "label": stage_key(c, data, "label"),
                 "augment": stage_key(c, data, "augment")}
     if stage == "report":
-        return {"config": dataclasses.asdict(c),
+        return {"config": config_for_key(c),
                 **{s: stage_key(c, data, s) for s in DEPENDS["report"]}}
     if stage == "analyze":
         return {"report": stage_key(c, data, "report")}

@@ -449,12 +449,22 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
+def commands_so_far(previous: Path, command: str) -> list[str]:
+    """Every command that made this report's cells and timings, in order: those recorded in ``previous`` (the last
+    results.json; an older one recorded only its last ``command``) and ``command``, each once."""
+    old = json.loads(previous.read_text()) if previous.is_file() else {}
+    done = list(old.get("commands") or ([old["command"]] if old.get("command") else []))
+    return done + ([command] if command not in done else [])
+
+
 def render(results: dict[str, Any], config_yaml: str) -> str:
     from findistill.evaluation.report import human_params
 
     m, d = results["machine"], results["dataset"]
     lines = [f"# Distillation frontier ({results['name']})", "",
-             f"- Command: `{results['command']}`", f"- Report built: {results['created']}",
+             "- Commands (every invocation that made this report, in order):",
+             *[f"  - `{c}`" for c in results.get("commands") or [results["command"]]],
+             f"- Report built: {results['created']} (by the last command)",
              f"- Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, torch {m['torch']}, "
              f"transformers {m['transformers']}",
              f"- Evaluation: {d.get('name')} `{d.get('split')}`, n = {d.get('n'):,}; train {d.get('n_train'):,}, "
@@ -616,6 +626,7 @@ def _main(argv: list[str]) -> int:
             print(f"[frontier] {cell.name} done in {info['train_wall_time_s'] / 60:.1f} min "
                   f"({(time.perf_counter() - started) / 60:.1f} min this invocation)", flush=True)
     results = build_report(run, cells_dir, timing, command)
+    results["commands"] = commands_so_far(out / "results.json", command)
     results["target_status"] = check_targets(results)
     results["plot"] = str(out / "frontier.png") if plot(results, out / "frontier.png") else ""
     atomic_write_json(out / "results.json", results)

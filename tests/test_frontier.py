@@ -102,6 +102,10 @@ def test_frontier_cells_resume_and_report(tmp_path, tiny_bert_classifier_dir, ti
     assert timing["texts_per_s_intra_op_only"] > 0 and "## Speed (onnx-int8" in (out / "report.md").read_text()
     assert rows[(1, timing["variant"])]["params"] > 0
     assert (out / "frontier.png").stat().st_size > 0
+    # the report names every invocation that made it, in order, not only the last
+    commands = results["commands"]
+    assert len(commands) == 4 and "--learning-rate 1e-9" in commands[2] and commands[3].endswith("--timing")
+    assert all(f"`{c}`" in (out / "report.md").read_text() for c in commands)
 
 
 def test_a_cell_claimed_by_a_live_worker_is_skipped_and_a_dead_workers_claim_is_taken(tmp_path):

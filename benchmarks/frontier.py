@@ -327,6 +327,18 @@ def _mean_sd(values: list[float]) -> tuple[float, float | None]:
     return float(np.mean(values)), (float(statistics.stdev(values)) if len(values) > 1 else None)
 
 
+def teacher_finetune_summary(run) -> dict[str, Any] | None:
+    """The teacher's fine-tune as dev saw it: per epoch dev accuracy / macro-F1, the epoch dev picked, wall time."""
+    from findistill.training.teacher_finetune import SUMMARY_FILE
+
+    path = run.out / "teacher" / SUMMARY_FILE
+    if not path.is_file():
+        return None
+    s = json.loads(path.read_text())
+    return {k: s.get(k) for k in ("model", "epochs", "learning_rate", "batch_size", "parameters", "dev_before",
+                                  "history", "best_epoch", "best", "train_wall_time_s", "selection")}
+
+
 def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> dict[str, Any]:
     from findistill.evaluation.metrics import evaluate_row, majority_row
     from findistill.evaluation.prediction import Prediction
@@ -401,7 +413,7 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
                                  and min(diffs) >= TARGETS["gain_points"]})
     return {"name": config.name, "command": command, "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "machine": machine_info(), "dataset": run.splits.info(), "confidence": ev_cfg.confidence,
-            "reference_rows": rows, "frontier": frontier_rows, "comparisons": comparisons, "gains": verdicts,
+            "reference_rows": rows, "teacher_finetune": teacher_finetune_summary(run), "frontier": frontier_rows, "comparisons": comparisons, "gains": verdicts,
             "ce_baselines": {str(size): labels[0] for size, labels in ce_labels.items()},
             "controls": controls, "teacher_folds": run.teacher_fold_summaries(),
             "timing": timing, "targets": TARGETS, "published": PUBLISHED,
@@ -481,6 +493,12 @@ def render(results: dict[str, Any], config_yaml: str) -> str:
     for r in results["reference_rows"]:
         lo, hi = r["accuracy_ci"]
         lines.append(f"| {r['name']} | {r['role']} | {r['accuracy']:.4f} [{lo:.4f}, {hi:.4f}] | {r['macro_f1']:.4f} |")
+    if ft := results.get("teacher_finetune"):
+        lines += ["", f"The teacher: {ft['model']} fine-tuned ({ft['parameters']}) for {ft['epochs']:g} epochs at lr "
+                  f"{ft['learning_rate']:g}, batch {ft['batch_size']}, in {(ft['train_wall_time_s'] or 0) / 60:.0f} min; "
+                  f"dev picked epoch {ft['best_epoch']} ({ft['selection']}).", "",
+                  "| epoch | dev accuracy | dev macro-F1 |", "|---:|---:|---:|"]
+        lines += [f"| {h['epoch']:g} | {h['accuracy']:.4f} | {h['macro_f1']:.4f} |" for h in ft.get("history") or []]
     if results.get("teacher_folds"):
         lines += ["", "## Cross-fitted teachers (dev split)", "", "Each labels the training rows it did not see "
                   "(`kd_transfer_oof`); the teacher above, fine-tuned on every training row, labels the rest.", "",

@@ -63,6 +63,9 @@ def test_frontier_cells_resume_and_report(tmp_path, tiny_bert_classifier_dir, ti
         ("kd_transfer_te2", "ce_matched_te2", 42), ("kd_transfer_te2", "ce_matched_te2", 43)]  # same steps, same seed
     assert {r["role"] for r in results["reference_rows"]} == {"majority", "teacher"}
     assert "## Gains over CE-only" in (out / "report.md").read_text()
+    ft = json.loads((out / "results.json").read_text())["teacher_finetune"]  # the teacher as dev saw it, per epoch
+    assert ft["epochs"] == 1 and [h["epoch"] for h in ft["history"]] == [1.0] and ft["best_epoch"] == 1.0
+    assert "| epoch | dev accuracy | dev macro-F1 |" in (out / "report.md").read_text()
     curve = json.loads((out / "training_logs" / "L1_ce_s42.json").read_text())
     assert [e["step"] for e in curve if "eval_macro_f1" in e][-1] == ce["train_steps"]  # the dev curve, to the end
 

@@ -58,8 +58,12 @@ VARIANTS = ("ce", "kd", "kd_transfer", "ce_matched", "kd_transfer_oof")
 TEACHER_VARIANTS = {"kd", "kd_transfer", "kd_transfer_oof"}
 TRANSFER_VARIANTS = {"kd_transfer", "kd_transfer_oof", "ce_matched"}  # their length follows --transfer-epochs
 SEEDS = (42, 43, 44)
-TARGETS = {"l6_accuracy": 0.89, "l6_macro_f1": 0.86, "gain_points": 1.5, "compact_accuracy": 0.87,
-           "compact_texts_per_s": 1000.0, "int8_loss_points": 0.5, "teacher_accuracy": 0.90}
+TARGETS = {"l6_accuracy": 0.89, "l6_macro_f1": 0.86, "l2_accuracy": 0.88, "l2_macro_f1": 0.84, "gain_points": 1.5,
+           "compact_accuracy": 0.87, "compact_texts_per_s": 1000.0, "int8_loss_points": 0.5, "teacher_accuracy": 0.905}
+SELECTION_RULE = ("Each size's CE-only row and its distilled row are chosen the same way: among the rows of a kind "
+                  "(CE-only rows; distilled rows, KD with or without transfer texts, any learning rate), the one with "
+                  "the best mean dev macro-F1 over its seeds. The validation split chooses nothing; the targets and "
+                  "gains below are stated for these dev-chosen rows.")
 PUBLISHED = [  # published TFNS validation results, for orientation (not re-measured here); each with its source
     {"model": "FinGPT v3.3 (LLaMA-2-13B, LoRA)", "params": "13B", "accuracy": 0.903, "macro_f1": 0.879,
      "source": "AI4Finance-Foundation/FinGPT fingpt/FinGPT_Sentiment_Analysis_v3/benchmark/benchmarks_llama2_13b.ipynb "
@@ -359,6 +363,13 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
     groups: dict[tuple[int, str], list[dict]] = {}
     for info in cells.values():
         groups.setdefault((info["size"], info["label"]), []).append(info)
+    dev_choice: dict[int, dict[str, str]] = {}  # per size, the dev-chosen CE-only and distilled rows (SELECTION_RULE)
+    for (size, label), members in sorted(groups.items(), key=lambda kv: -float(np.mean(
+            [m["selected_dev_metric"] or 0.0 for m in kv[1]]))):
+        kind = "ce" if members[0]["variant"] == "ce" else "distilled" if members[0]["variant"] in TEACHER_VARIANTS \
+            else None
+        if kind:
+            dev_choice.setdefault(size, {}).setdefault(kind, label)
     ce_labels: dict[int, list[str]] = {}  # per size, its CE-only rows, the one with the best mean dev score first
     for (size, label), members in sorted(groups.items(), key=lambda kv: -float(np.mean(
             [m["selected_dev_metric"] or 0.0 for m in kv[1]]))):
@@ -415,6 +426,7 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
             "machine": machine_info(), "dataset": run.splits.info(), "confidence": ev_cfg.confidence,
             "reference_rows": rows, "teacher_finetune": teacher_finetune_summary(run), "frontier": frontier_rows, "comparisons": comparisons, "gains": verdicts,
             "ce_baselines": {str(size): labels[0] for size, labels in ce_labels.items()},
+            "dev_choice": {str(size): choice for size, choice in dev_choice.items()}, "selection_rule": SELECTION_RULE,
             "controls": controls, "teacher_folds": run.teacher_fold_summaries(),
             "timing": timing, "targets": TARGETS, "published": PUBLISHED,
             "cells_wall_time_s": round(sum(c["train_wall_time_s"] for c in cells.values()), 1),
@@ -437,19 +449,24 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, str]]:
     add(f"teacher accuracy >= {TARGETS['teacher_accuracy']:.2f}",
         "not measured" if teacher is None else ("met" if teacher["accuracy"] >= TARGETS["teacher_accuracy"] else
                                                 "missed"), "—" if teacher is None else f"{teacher['accuracy']:.4f}")
-    best6 = max((r for r in results["frontier"] if r["size"] == 6 and r["variant"] != "ce"),
-                key=lambda r: r["accuracy_mean"], default=None)
-    add(f"distilled L6 accuracy >= {TARGETS['l6_accuracy']:.2f} and macro-F1 >= {TARGETS['l6_macro_f1']:.2f}",
-        "not measured" if best6 is None else ("met" if best6["accuracy_mean"] >= TARGETS["l6_accuracy"]
-                                              and best6["macro_f1_mean"] >= TARGETS["l6_macro_f1"] else "missed"),
-        "—" if best6 is None else f"{best6['variant']}: {best6['accuracy_mean']:.4f} / {best6['macro_f1_mean']:.4f}")
-    for size in (6, 3):
-        gains = [g for g in results["gains"] if g["size"] == size and g["variant"].startswith("kd")]
-        best = max(gains, key=lambda g: g["mean_gain_points"], default=None)
-        add(f"L{size}: KD (+ transfer) − CE-only >= +{TARGETS['gain_points']} points, paired CI > 0 on each of 3 "
-            "seeds", "not measured" if best is None else ("met" if best["meets_target"] else "missed"),
-            "—" if best is None else f"{best['variant']}: mean {best['mean_gain_points']:+.2f} points over seeds "
-            f"{best['seeds']}, CI > 0 on every seed: {best['gain_on_every_seed']}")
+    chosen = results.get("dev_choice") or {}
+    for size in (6, 2):
+        label = (chosen.get(str(size)) or {}).get("distilled")
+        row = rows.get((size, label))
+        acc, f1 = TARGETS[f"l{size}_accuracy"], TARGETS[f"l{size}_macro_f1"]
+        add(f"distilled L{size} (dev-chosen) accuracy >= {acc:.2f} and macro-F1 >= {f1:.2f}",
+            "not measured" if row is None else ("met" if row["accuracy_mean"] >= acc and row["macro_f1_mean"] >= f1
+                                                else "missed"),
+            "—" if row is None else f"{label}: {row['accuracy_mean']:.4f} / {row['macro_f1_mean']:.4f} "
+                                    f"({len(row['seeds'])} seeds)")
+    for size in (6, 3, 2):
+        label = (chosen.get(str(size)) or {}).get("distilled")
+        gain = next((g for g in results["gains"] if g["size"] == size and g["variant"] == label), None)
+        add(f"L{size}: dev-chosen distilled − dev-chosen CE-only >= +{TARGETS['gain_points']} points, paired CI > 0 "
+            "on each of 3 seeds", "not measured" if gain is None else ("met" if gain["meets_target"] else "missed"),
+            "—" if gain is None else f"{gain['variant']} vs {(chosen.get(str(size)) or {}).get('ce')}: mean "
+            f"{gain['mean_gain_points']:+.2f} points over seeds {gain['seeds']}, CI > 0 on every seed: "
+            f"{gain['gain_on_every_seed']}")
     compact = [(r, r["timing"]) for r in results["frontier"] if r["size"] in (2, 3) and r["timing"]]
     ok = [(r, t) for r, t in compact if r["accuracy_mean"] >= TARGETS["compact_accuracy"]
           and t["texts_per_s"] >= TARGETS["compact_texts_per_s"] and t["int8_loss_points"] <= TARGETS["int8_loss_points"]]
@@ -487,6 +504,8 @@ def render(results: dict[str, Any], config_yaml: str) -> str:
              "cells that ran beside other work are no speed measurement — speed is the timing columns only)", "", "## Targets", "", "| target | value | status |",
              "|---|---|---|"]
     lines += [f"| {t['target']} | {t['value']} | **{t['status']}** |" for t in results["target_status"]]
+    if results.get("selection_rule"):
+        lines += ["", f"Selection rule: {results['selection_rule']}"]
     level = f"{results['confidence']:.0%}"
     lines += ["", "## Teacher and majority class", "", f"| model | role | accuracy [{level} CI] | macro-F1 |",
               "|---|---|---:|---:|"]

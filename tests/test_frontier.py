@@ -91,6 +91,14 @@ def test_frontier_cells_resume_and_report(tmp_path, tiny_bert_classifier_dir, ti
            if (found := [json.loads(p.read_text()) for p in (runs / "cells").glob(f"L1_{label}_s*/cell.json")])}
     baseline = results["ce_baselines"]["1"]
     assert dev[baseline] == max(dev.values()) and "L1 `" + baseline + "`" in (out / "report.md").read_text()
+    # the distilled row is chosen by the same rule: the best mean dev score among the distilled rows
+    kd_dev = {}
+    for path in (runs / "cells").glob("L1_kd*_s*/cell.json"):
+        cell = json.loads(path.read_text())
+        kd_dev.setdefault(cell["label"], []).append(cell["selected_dev_metric"])
+    chosen = results["dev_choice"]["1"]
+    assert chosen["ce"] == baseline and chosen["distilled"] == max(kd_dev, key=lambda k: sum(kd_dev[k]) / len(kd_dev[k]))
+    assert "Selection rule:" in (out / "report.md").read_text()
     other = next(label for label in dev if label != baseline)
     assert {c["b"] for c in results["comparisons"] if c["a"] == "kd_transfer_te2"} == {baseline}
     assert ("kd_transfer_te2", other, 42) in {(c["a"], c["b"], c["seed"]) for c in results["controls"]}

@@ -242,6 +242,10 @@ def run_cell(run, cell: Cell, folder: Path) -> dict[str, Any]:
                                  max_length=config.student.max_length, desc=f"eval {cell.name}")
     eval_s = time.perf_counter() - start
     np.save(folder / "eval_logits.npy", eval_logits)
+    if (held := run.splits.holdout) is not None:  # held-out transfer texts: fidelity per source (data.transfer_holdout)
+        np.save(folder / "holdout_logits.npy", predict_logits(
+            result.model, result.tokenizer, held.texts, batch_size=config.train.eval_batch_size,
+            max_length=config.student.max_length, desc=f"held-out {cell.name}"))
     if cell.seed == SEEDS[0]:  # one model per size and variant is kept, for export and timing
         save_student(result.model, result.tokenizer, folder / "student")
     info = {"cell": cell.name, "size": cell.size, "variant": cell.variant, "label": cell.label, "seed": cell.seed,
@@ -343,6 +347,32 @@ def teacher_finetune_summary(run) -> dict[str, Any] | None:
                                   "history", "best_epoch", "best", "train_wall_time_s", "selection")}
 
 
+def row_fidelity(run, cells_dir: Path, groups: dict, ev_cfg) -> list[dict[str, Any]]:
+    """Per row and transfer source, over the row's seeds: agreement with the teacher on the held-out transfer texts
+    (mean and per-seed bootstrap CIs) and the mean KL (issue 25); empty without held-out texts."""
+    from findistill.evaluation.metrics import fidelity
+
+    held = run.splits.holdout
+    if held is None:
+        return []
+    teacher = run.teacher_logits(held)
+    out = []
+    for (size, label), members in sorted(groups.items(), key=lambda kv: (-kv[0][0], _label_order(kv[1][0]))):
+        per_seed = {m["seed"]: np.load(cells_dir / m["cell"] / "holdout_logits.npy") for m in members
+                    if (cells_dir / m["cell"] / "holdout_logits.npy").is_file()}
+        if not per_seed:
+            continue
+        fid = fidelity(held.sources, teacher, {str(seed): (label, logits) for seed, logits in per_seed.items()}, ev_cfg)
+        for source, entry in fid["sources"].items():
+            seeds = entry["models"]
+            out.append({"size": size, "variant": label, "source": source, "n": entry["n"],
+                        "teacher_labels": entry["teacher_labels"], "seeds": sorted(map(int, seeds)),
+                        "agreement_mean": float(np.mean([m["agreement"] for m in seeds.values()])),
+                        "agreement_ci": {seed: m["agreement_ci"] for seed, m in seeds.items()},
+                        "mean_kl": float(np.mean([m["mean_kl"] for m in seeds.values()]))})
+    return out
+
+
 def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> dict[str, Any]:
     from findistill.evaluation.metrics import evaluate_row, majority_row
     from findistill.evaluation.prediction import Prediction
@@ -411,6 +441,7 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
                               "seeds": [s["seed"] for s in per_seed], "accuracy_mean": acc_mean,
                               "accuracy_sd": acc_sd, "macro_f1_mean": f1_mean, "macro_f1_sd": f1_sd,
                               "per_seed": per_seed, "timing": speed})
+    fidelity_rows = row_fidelity(run, cells_dir, groups, ev_cfg)
     verdicts = []
     for size in sorted({c["size"] for c in comparisons}, reverse=True):
         for variant in dict.fromkeys(c["a"] for c in comparisons if c["size"] == size):
@@ -424,7 +455,8 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
                                  and min(diffs) >= TARGETS["gain_points"]})
     return {"name": config.name, "command": command, "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "machine": machine_info(), "dataset": run.splits.info(), "confidence": ev_cfg.confidence,
-            "reference_rows": rows, "teacher_finetune": teacher_finetune_summary(run), "frontier": frontier_rows, "comparisons": comparisons, "gains": verdicts,
+            "reference_rows": rows, "teacher_finetune": teacher_finetune_summary(run), "frontier": frontier_rows,
+            "fidelity": fidelity_rows, "comparisons": comparisons, "gains": verdicts,
             "ce_baselines": {str(size): labels[0] for size, labels in ce_labels.items()},
             "dev_choice": {str(size): choice for size, choice in dev_choice.items()}, "selection_rule": SELECTION_RULE,
             "controls": controls, "teacher_folds": run.teacher_fold_summaries(),
@@ -562,6 +594,14 @@ def render(results: dict[str, Any], config_yaml: str) -> str:
         for c in results["controls"]:
             lines.append(f"| L{c['size']} | {c['a']} | {c['b']} | {c['seed']} | {c['diff'] * 100:+.2f} "
                          f"[{c['ci'][0] * 100:+.2f}, {c['ci'][1] * 100:+.2f}] | {c['mcnemar_p']:.3g} |")
+    if results.get("fidelity"):
+        lines += ["", "## Fidelity per transfer source (held-out texts, no labels)", "",
+                  "Agreement with the teacher's class on each source's held-out slice (mean over seeds; each seed's "
+                  "bootstrap CI in results.json) and the mean KL from teacher to student.", "",
+                  "| size | student | source | held out | agreement (mean over seeds) | mean KL |",
+                  "|---|---|---|---:|---:|---:|"]
+        lines += [f"| L{f['size']} | {f['variant']} | {f['source']} | {f['n']:,} | {f['agreement_mean']:.4f} | "
+                  f"{f['mean_kl']:.4f} |" for f in results["fidelity"]]
     timed = [t for _, t in sorted(results["timing"].items())]
     if timed:
         lines += ["", "## Speed (onnx-int8, `findistill predict`'s classifier, all validation tweets, load excluded)",

@@ -24,7 +24,8 @@ def _write_config(tmp_path, teacher_dir, student_dir, n_transfer: int, cross_fit
         writer.writerows([(f"{text} https://t.co/{i}", 5) for i, (text, _) in enumerate(make_rows(n_transfer, 9))])
     config = {
         "name": "tiny-frontier",
-        "data": {"dev_fraction": 0.2, "transfer_files": [str(transfer)]},
+        "data": {"dev_fraction": 0.2, "transfer_files": [{"path": str(transfer), "name": "topic"}],
+                 "transfer_holdout": 4},
         "teacher": {"kind": "classifier", "model": str(teacher_dir), "name": "tiny-teacher",
                     "batch_size": 16, "max_length": 24, "health_gate": False,  # a tiny random teacher
                     "finetune": {"enabled": True, "method": "head", "parameters": "full", "epochs": 1,
@@ -99,6 +100,11 @@ def test_frontier_cells_resume_and_report(tmp_path, tiny_bert_classifier_dir, ti
     chosen = results["dev_choice"]["1"]
     assert chosen["ce"] == baseline and chosen["distilled"] == max(kd_dev, key=lambda k: sum(kd_dev[k]) / len(kd_dev[k]))
     assert "Selection rule:" in (out / "report.md").read_text()
+    # every row's students on the held-out transfer texts: agreement with the teacher and KL, per source
+    fid = {(f["size"], f["variant"], f["source"]): f for f in results["fidelity"]}
+    assert (1, "ce", "topic") in fid and fid[(1, "ce", "topic")]["n"] == 4
+    assert all(0 <= f["agreement_mean"] <= 1 and f["mean_kl"] >= 0 for f in fid.values())
+    assert "## Fidelity per transfer source" in (out / "report.md").read_text()
     other = next(label for label in dev if label != baseline)
     assert {c["b"] for c in results["comparisons"] if c["a"] == "kd_transfer_te2"} == {baseline}
     assert ("kd_transfer_te2", other, 42) in {(c["a"], c["b"], c["seed"]) for c in results["controls"]}

@@ -1,0 +1,261 @@
+"""Which unlabelled text should a student see? Transfer mixes of the same size, judged on dev and on per-style fidelity.
+
+    python benchmarks/transfer_mix.py                                   # every cell, resumable; one worker per core:
+    taskset -c 1 python benchmarks/transfer_mix.py --sizes 2 --seeds 1  #   cells are claimed, never run twice
+    python benchmarks/transfer_mix.py --report                          # rebuild results.json / report.md
+
+One teacher (``teacher`` in the config) labels the union of every transfer source once (``data.transfer_files``,
+uncapped, each source with a held-out slice, ``data.transfer_holdout``): the run folder's label stage and cache. Each
+**mix** draws its transfer texts from that union, by source, ``--total`` texts in every mix (equal shares; a source
+short of its share gives the rest to the others), seeded; the texts keep the logits the teacher gave them, so no mix
+labels anything. ``all_uncapped`` takes every union text. A **cell** (student size, mix, seed) trains the student on
+gold + its mix (KD on the transfer rows only, the frontier recipe: ``train`` in the config, dev selection), then
+predicts the evaluation split and every source's held-out slice. ``ce`` cells (gold only) are the reference.
+
+The report gives per size and mix: TFNS accuracy / macro-F1 (mean ± sd over seeds, each seed's CI), the dev score
+the cell was selected on, and per source the agreement with the teacher on its held-out slice and the mean KL. The mix
+named best is the one with the best mean dev macro-F1; fidelity is shown beside it. Validation chooses nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_machine import data_dir as tfns_data_dir, parse_overrides  # noqa: E402
+from frontier import SEEDS, _mean_sd, claim, steps_for  # noqa: E402
+
+from findistill.machine import machine_info  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "benchmarks" / "configs" / "transfer_mix.yaml"
+MIXES = {  # mix -> the source names it draws from (the names of data.transfer_files); None: the whole union
+    "tweets": ["tweets"],
+    "tweets+headlines": ["tweets", "headlines"],
+    "tweets+report_sentences": ["tweets", "report_sentences"],
+    "all_three": ["tweets", "headlines", "report_sentences"],
+    "all_uncapped": None,
+}
+
+
+def draw_mix(sources: list[str], names: list[str] | None, total: int, seed: int) -> list[int]:
+    """Indices into the union transfer split: ``total`` texts in equal shares over ``names`` (a source short of its
+    share gives the rest to the others, in order), each source's texts a seeded sample; all indices when ``names``
+    is None."""
+    if names is None:
+        return list(range(len(sources)))
+    unknown = set(names) - set(sources)
+    if unknown:
+        raise SystemExit(f"transfer_mix: no transfer source named {sorted(unknown)} (have {sorted(set(sources))})")
+    pools = {name: [i for i, s in enumerate(sources) if s == name] for name in names}
+    for k, name in enumerate(names):
+        order = np.random.default_rng([seed, k]).permutation(len(pools[name]))
+        pools[name] = [pools[name][j] for j in order]
+    want = {name: total // len(names) + (1 if k < total % len(names) else 0) for k, name in enumerate(names)}
+    short = sum(max(0, want[n] - len(pools[n])) for n in names)
+    for name in names:  # hand what the short sources lack to the others, in order
+        spare = len(pools[name]) - want[name]
+        give = min(max(0, spare), short)
+        want[name] += give
+        short -= give
+    return sorted(i for name in names for i in pools[name][:min(want[name], len(pools[name]))])
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    size: int
+    mix: str  # a MIXES key, or "ce" (gold labels only)
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"L{self.size}_{self.mix}_s{self.seed}"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python benchmarks/transfer_mix.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=str(DEFAULT_CONFIG))
+    p.add_argument("--sizes", default="2,6", help="student sizes (transformer layers kept; default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=3, help=f"seeds per cell, from {SEEDS} (default: %(default)s)")
+    p.add_argument("--mixes", default=",".join(["ce", *MIXES]), help="mixes to train (default: all, and ce)")
+    p.add_argument("--total", type=int, default=8000, help="transfer texts in every mix (default: %(default)s)")
+    p.add_argument("--report", action="store_true", help="only rebuild the report from the finished cells")
+    p.add_argument("--run-dir", default=None, help="run folder (default: runs/<config name>, git-ignored)")
+    p.add_argument("--out", default=None, help="results folder (default: benchmarks/results/<config name>)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    args.size_list = [int(s) for s in args.sizes.split(",") if s.strip()]
+    args.mix_list = [m.strip() for m in args.mixes.split(",") if m.strip()]
+    if bad := [m for m in args.mix_list if m != "ce" and m not in MIXES]:
+        p.error(f"unknown mixes {bad}; choose from ce, {', '.join(MIXES)}")
+    return args
+
+
+def run_cell(run, cell: Cell, total: int, folder: Path) -> dict[str, Any]:
+    from findistill.evaluation.metrics import predict_logits
+    from findistill.io import atomic_write_json
+    from findistill.training.trainer import train_student
+
+    config, splits = run.config, run.splits
+    texts, labels, logits, steps = list(splits.train.texts), list(splits.train.labels), None, -1
+    if cell.mix != "ce":
+        union = splits.transfer
+        chosen = draw_mix(union.sources, MIXES[cell.mix], total, config.data.seed)
+        union_logits = run.teacher_logits(union)
+        texts += [union.texts[i] for i in chosen]
+        labels += [-1] * len(chosen)
+        logits = np.concatenate([run.teacher_logits(splits.train), union_logits[chosen]]).astype(np.float32)
+        steps = steps_for(len(texts), config.train, config.train.epochs)
+    student_cfg = dataclasses.replace(config.student, num_layers=cell.size)
+    train_cfg = dataclasses.replace(config.train, seed=cell.seed, max_steps=steps)
+    dev = splits.dev
+    print(f"[transfer_mix] {cell.name}: {len(texts)} texts", flush=True)
+    result = train_student(student_cfg, train_cfg, texts, labels, logits, folder / ".train", dev=(dev.texts, dev.labels))
+    for name, split in (("eval", splits.eval), ("holdout", splits.holdout)):
+        if split is not None:
+            np.save(folder / f"{name}_logits.npy", predict_logits(
+                result.model, result.tokenizer, split.texts, batch_size=config.train.eval_batch_size,
+                max_length=config.student.max_length, desc=f"{name} {cell.name}"))
+    info = {"cell": cell.name, "size": cell.size, "mix": cell.mix, "seed": cell.seed,
+            "transfer_texts": len(texts) - len(splits.train), "train_steps": result.steps,
+            "selected_step": result.selected_step, "selected_dev_metric": result.selected_dev_metric,
+            "train_wall_time_s": round(result.wall_time_s, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "machine": machine_info()}
+    atomic_write_json(folder / "cell.json", info)  # written last: the cell is finished
+    return info
+
+
+def build_report(run, cells_dir: Path, commands: list[str]) -> dict[str, Any]:
+    from findistill.evaluation.metrics import evaluate_row, fidelity
+
+    splits, ev_cfg = run.splits, run.config.eval
+    y = np.asarray(splits.eval.labels)
+    held = splits.holdout
+    teacher_held = run.teacher_logits(held) if held is not None else None
+    groups: dict[tuple[int, str], list[dict]] = {}
+    for path in sorted(cells_dir.glob("*/cell.json")):
+        info = json.loads(path.read_text())
+        groups.setdefault((info["size"], info["mix"]), []).append(info)
+    rows = []
+    for (size, mix), members in sorted(groups.items(), key=lambda kv: (-kv[0][0], kv[0][1] != "ce", kv[0][1])):
+        per_seed, fid = [], {}
+        for m in sorted(members, key=lambda m: m["seed"]):
+            row = evaluate_row(m["cell"], mix, y, np.load(cells_dir / m["cell"] / "eval_logits.npy"), ev_cfg)
+            per_seed.append({"seed": m["seed"], "accuracy": row["accuracy"], "accuracy_ci": row["accuracy_ci"],
+                             "macro_f1": row["macro_f1"], "dev_macro_f1": m["selected_dev_metric"],
+                             "transfer_texts": m["transfer_texts"], "train_steps": m["train_steps"],
+                             "train_wall_time_s": m["train_wall_time_s"]})
+            if held is not None and (cells_dir / m["cell"] / "holdout_logits.npy").is_file():
+                f = fidelity(held.sources, teacher_held, {"s": (mix, np.load(cells_dir / m["cell"] / "holdout_logits.npy"))},
+                             ev_cfg)
+                for source, entry in f["sources"].items():
+                    fid.setdefault(source, []).append(entry["models"]["s"])
+        acc, acc_sd = _mean_sd([s["accuracy"] for s in per_seed])
+        f1, f1_sd = _mean_sd([s["macro_f1"] for s in per_seed])
+        rows.append({"size": size, "mix": mix, "seeds": [s["seed"] for s in per_seed], "accuracy_mean": acc,
+                     "accuracy_sd": acc_sd, "macro_f1_mean": f1, "macro_f1_sd": f1_sd,
+                     "dev_macro_f1_mean": float(np.mean([s["dev_macro_f1"] or 0.0 for s in per_seed])),
+                     "per_seed": per_seed,
+                     "fidelity": {source: {"agreement_mean": float(np.mean([m["agreement"] for m in ms])),
+                                           "mean_kl": float(np.mean([m["mean_kl"] for m in ms])),
+                                           "agreement_ci": [m["agreement_ci"] for m in ms]}
+                                  for source, ms in fid.items()}})
+    best = {}
+    for size in sorted({r["size"] for r in rows}, reverse=True):
+        mixes = [r for r in rows if r["size"] == size and r["mix"] != "ce"]
+        if mixes:
+            best[str(size)] = max(mixes, key=lambda r: r["dev_macro_f1_mean"])["mix"]
+    teacher_path = run.prediction_path("teacher")
+    teacher = None
+    if teacher_path.is_file():
+        from findistill.evaluation.prediction import Prediction
+
+        t = Prediction.load(teacher_path)
+        teacher = evaluate_row(t.name, "teacher", y, t.logits, ev_cfg)
+    return {"name": run.config.name, "commands": commands, "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "machine": machine_info(), "dataset": splits.info(), "teacher": teacher,
+            "holdout_sources": sorted(set(held.sources)) if held is not None else [], "rows": rows,
+            "best_on_dev": best, "rule": "per size, the mix with the best mean dev macro-F1; validation chooses nothing"}
+
+
+def render(results: dict[str, Any]) -> str:
+    sources = results["holdout_sources"]
+    lines = [f"# Transfer mixes ({results['name']})", "", "- Commands (in order):",
+             *[f"  - `{c}`" for c in results["commands"]], f"- Report built: {results['created']}",
+             f"- Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores", ""]
+    if results["teacher"]:
+        t = results["teacher"]
+        lines += [f"Teacher on validation: {t['accuracy']:.4f} accuracy, {t['macro_f1']:.4f} macro-F1.", ""]
+    lines += [f"Best mix on dev ({results['rule']}): "
+              + ", ".join(f"L{size} `{mix}`" for size, mix in results["best_on_dev"].items()), "",
+              "| size | mix | seeds | dev macro-F1 | accuracy | macro-F1 | "
+              + " | ".join(f"agreement {s} (KL)" for s in sources) + " |",
+              "|---|---|---:|---:|---:|---:|" + "---:|" * len(sources)]
+    for r in results["rows"]:
+        sd = f" ± {r['accuracy_sd']:.3f}" if r["accuracy_sd"] is not None else ""
+        fid = [f"{r['fidelity'][s]['agreement_mean']:.3f} ({r['fidelity'][s]['mean_kl']:.3f})"
+               if s in r["fidelity"] else "—" for s in sources]
+        lines.append(f"| L{r['size']} | {r['mix']} | {len(r['seeds'])} | {r['dev_macro_f1_mean']:.4f} | "
+                     f"{r['accuracy_mean']:.4f}{sd} | {r['macro_f1_mean']:.4f} | " + " | ".join(fid) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    from findistill.config import load_config
+    from findistill.io import atomic_write_json, atomic_write_text
+    from findistill.pipeline import Run
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    config = load_config(args.config, parse_overrides(args.overrides))
+    run_dir = Path(args.run_dir or REPO / "runs" / config.name)
+    out = Path(args.out or REPO / "benchmarks" / "results" / config.name)
+    cells_dir = run_dir / "cells"
+    run = Run(config, run_dir, tfns_data_dir(args.data_dir))
+    command = "python benchmarks/transfer_mix.py" + "".join(" " + shlex.quote(a) for a in argv)
+    if not args.report:
+        lock = run_dir / "teacher.claim"  # one worker fine-tunes / labels, the others wait
+        while not claim(lock):
+            time.sleep(30)
+        try:
+            run.stage_teacher_finetune()
+            run.stage_teacher_eval()
+            run.stage_label()
+            run.release_teacher_model()
+        finally:
+            lock.unlink(missing_ok=True)
+        for seed in SEEDS[: args.seeds]:
+            for size in args.size_list:
+                for mix in args.mix_list:
+                    cell = Cell(size, mix, seed)
+                    folder = cells_dir / cell.name
+                    if (folder / "cell.json").is_file() or not claim(folder / "claim"):
+                        continue
+                    info = run_cell(run, cell, args.total, folder)
+                    (folder / "claim").unlink(missing_ok=True)
+                    print(f"[transfer_mix] {cell.name} done in {info['train_wall_time_s'] / 60:.1f} min", flush=True)
+    previous = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
+    commands = list(previous.get("commands", []))
+    commands += [command] if command not in commands else []
+    results = build_report(run, cells_dir, commands)
+    atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "report.md", render(results))
+    print(f"\ntransfer mix report: {out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -653,6 +653,20 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def open_run(args: argparse.Namespace, script: str, argv: list[str]):
+    """(config, Run, results folder, cells folder, the command line) of a cell benchmark invocation: the config with
+    its ``--set`` overrides, the run folder (``--run-dir``, default ``runs/<config name>``) and the results folder
+    (``--out``, default ``benchmarks/results/<config name>``)."""
+    from findistill.config import load_config
+    from findistill.pipeline import Run
+
+    config = load_config(args.config, parse_overrides(args.overrides))
+    run_dir = Path(args.run_dir or REPO / "runs" / config.name)
+    out = Path(args.out or REPO / "benchmarks" / "results" / config.name)
+    command = f"python benchmarks/{script}" + "".join(" " + shlex.quote(a) for a in argv)
+    return config, Run(config, run_dir, tfns_data_dir(args.data_dir)), out, run_dir / "cells", command
+
+
 def main(argv: list[str] | None = None) -> int:
     from findistill.errors import FindistillError
 
@@ -666,18 +680,13 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     import logging
 
-    from findistill.config import dump_config, load_config
+    from findistill.config import dump_config
     from findistill.io import atomic_write_json, atomic_write_text
-    from findistill.pipeline.runner import Run
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    config = load_config(args.config, parse_overrides(args.overrides))
-    run_dir = Path(args.run_dir or REPO / "runs" / config.name)
-    out = Path(args.out or REPO / "benchmarks" / "results" / config.name)
-    cells_dir = run_dir / "cells"
-    run = Run(config, run_dir, tfns_data_dir(args.data_dir))
-    command = "python benchmarks/frontier.py" + "".join(" " + shlex.quote(a) for a in argv)
+    config, run, out, cells_dir, command = open_run(args, "frontier.py", argv)
+    run_dir = run.out
     timing_path = out / "timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
     if args.timing:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -31,8 +30,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_machine import data_dir as tfns_data_dir, parse_overrides  # noqa: E402
-from frontier import SEEDS, _mean_sd, claim, steps_for  # noqa: E402
+from frontier import SEEDS, _mean_sd, claim, commands_so_far, open_run, prepare_teacher_once, steps_for  # noqa: E402
 
 from findistill.machine import machine_info  # noqa: E402
 
@@ -213,30 +211,14 @@ def render(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     import logging
 
-    from findistill.config import load_config
     from findistill.io import atomic_write_json, atomic_write_text
-    from findistill.pipeline import Run
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    config = load_config(args.config, parse_overrides(args.overrides))
-    run_dir = Path(args.run_dir or REPO / "runs" / config.name)
-    out = Path(args.out or REPO / "benchmarks" / "results" / config.name)
-    cells_dir = run_dir / "cells"
-    run = Run(config, run_dir, tfns_data_dir(args.data_dir))
-    command = "python benchmarks/transfer_mix.py" + "".join(" " + shlex.quote(a) for a in argv)
+    config, run, out, cells_dir, command = open_run(args, "transfer_mix.py", argv)
     if not args.report:
-        lock = run_dir / "teacher.claim"  # one worker fine-tunes / labels, the others wait
-        while not claim(lock):
-            time.sleep(30)
-        try:
-            run.stage_teacher_finetune()
-            run.stage_teacher_eval()
-            run.stage_label()
-            run.release_teacher_model()
-        finally:
-            lock.unlink(missing_ok=True)
+        prepare_teacher_once(run)  # one worker fine-tunes and labels the union, the others wait
         for seed in SEEDS[: args.seeds]:
             for size in args.size_list:
                 for mix in args.mix_list:
@@ -247,10 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                     info = run_cell(run, cell, args.total, folder)
                     (folder / "claim").unlink(missing_ok=True)
                     print(f"[transfer_mix] {cell.name} done in {info['train_wall_time_s'] / 60:.1f} min", flush=True)
-    previous = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
-    commands = list(previous.get("commands", []))
-    commands += [command] if command not in commands else []
-    results = build_report(run, cells_dir, commands)
+    results = build_report(run, cells_dir, commands_so_far(out / "results.json", command))
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "report.md", render(results))
     print(f"\ntransfer mix report: {out / 'report.md'}")

@@ -3,11 +3,10 @@ one shared cache folder, paired comparisons against KD alone, and the filter's c
 
 from __future__ import annotations
 
-import pytest
-
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import load_benchmark

@@ -3,11 +3,10 @@ matched compute, resumption, the per-seed paired comparisons, timing and the rep
 
 from __future__ import annotations
 
-import pytest
-
 import csv
 import json
 
+import pytest
 import yaml
 
 from conftest import load_benchmark, make_rows

@@ -3,8 +3,6 @@ relabelled, byte for byte) and ends with exactly the cache of an uninterrupted r
 
 from __future__ import annotations
 
-import pytest
-
 import os
 import signal
 import subprocess
@@ -13,8 +11,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
+import pytest
 from safetensors import safe_open
+import yaml
 
 from test_pipeline import write_config
 

@@ -205,6 +205,7 @@ def test_held_out_transfer_texts_measure_fidelity_per_source_and_are_never_train
     texts, _, _ = run._training_set(with_teacher=True)
     assert set(run.splits.holdout.texts).isdisjoint(texts)
     assert "## Fidelity per source" in (out / "report.md").read_text()
+    assert "| source | read | kept | held out |" in (out / "report.md").read_text()
     assert 'id="fidelity"' in (out / "report.html").read_text()
     assert "`posts` (3 texts): agreement" in (out / "student" / "README.md").read_text()
     # the second run resumes: the held-out slice is the same seeded draw, so nothing re-runs

@@ -314,12 +314,15 @@ def teacher_check_lines(check: Mapping[str, Any]) -> list[str]:
 
 
 def transfer_sources_lines(sources: Mapping[str, Any]) -> list[str]:
-    """The transfer texts by source: read, kept, and the classes the teacher gave the kept ones."""
-    lines = ["## Transfer texts by source", "", "| source | read | kept | teacher: negative / neutral / positive |",
-             "|---|---:|---:|---:|"]
+    """The transfer texts by source: read, kept (and held out, when a slice is), and the classes the teacher gave the
+    kept ones."""
+    held = any("held_out" in s for s in sources.values())
+    lines = ["## Transfer texts by source", "", "| source | read | kept | " + ("held out | " if held else "")
+             + "teacher: negative / neutral / positive |", "|---|---:|---:|" + ("---:|" if held else "") + "---:|"]
     for name, s in sources.items():
         t = s.get("teacher_labels", {})
         lines.append(f"| {_cell(name)} | {s.get('read', 0):,} | {s.get('kept', 0):,} | "
+                     + (f"{s.get('held_out', 0):,} | " if held else "")
                      + " / ".join(f"{t.get(c, 0):,}" for c in LABELS) + " |")
     return lines
 

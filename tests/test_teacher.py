@@ -369,3 +369,23 @@ def test_vllm_backend_without_vllm_is_one_line_model_error(tiny_llama_dir):
     with pytest.raises(ModelError, match="needs the vllm package") as err:
         PromptedLMTeacher(TeacherConfig(model=str(tiny_llama_dir), backend="vllm"))
     assert "\n" not in str(err.value)
+
+
+def test_the_one_label_column_mapping():
+    """models.labels.class_columns: names in any case, a label map (by name or id, several columns per class), and a
+    one-line error instead of a guess for generic names or a class left without a column."""
+    import numpy as np
+
+    from findistill.models.labels import canonical_logits, class_columns
+
+    assert class_columns({0: "Negative", 1: "POSITIVE", 2: "neutral"}) == [[0], [2], [1]]
+    five = {0: "strong sell", 1: "sell", 2: "hold", 3: "buy", 4: "strong buy"}
+    label_map = {"strong sell": "negative", "sell": "negative", "hold": "neutral", "3": "positive", "4": "positive"}
+    columns = class_columns(five, label_map)
+    assert columns == [[0, 1], [2], [3, 4]]
+    logits = np.log(np.array([[0.1, 0.2, 0.3, 0.25, 0.15]]))
+    assert np.allclose(np.exp(canonical_logits(logits, columns)), [[0.3, 0.3, 0.4]])  # summed probabilities
+    with pytest.raises(ModelError, match="LABEL_0, LABEL_1, LABEL_2, which are not negative, neutral, positive"):
+        class_columns({0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"})
+    with pytest.raises(ModelError, match="maps to class neutral"):
+        class_columns({0: "negative", 1: "positive"})

@@ -43,7 +43,7 @@ from findistill.errors import DataError
 from findistill.evaluation.metrics import (agreement, bootstrap_ci, evaluate_row, macro_f1_from_confusion,
                                  predictions)
 from findistill.models.inference import softmax
-from findistill.models.labels import canonical_logits, class_columns
+from findistill.models.labels import NAME_THE_CLASSES, canonical_logits, class_columns
 from findistill.io import atomic_directory, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -456,7 +456,8 @@ def hf_extra_logits(folder: Path, max_length: int, batch_size: int) -> ExtraLogi
         from findistill.deploy.runtime import load_classifier
 
         classifier = load_classifier(folder, max_length=max_length)
-        columns = class_columns(dict(enumerate(classifier.labels)), where=str(folder))
+        columns = class_columns(dict(enumerate(classifier.labels)), where=str(folder),
+                               fix=NAME_THE_CLASSES)
         return {purpose: canonical_logits(classifier.predict_logits(texts, batch_size=batch_size), columns)
                 for purpose, texts in texts_by_purpose.items()}
 

@@ -33,7 +33,7 @@ import torch
 from findistill.config import LABEL2ID, LABELS, TFNS_LABEL_MAP
 from findistill.errors import DataError, ModelError, first_line
 from findistill.machine import machine_info
-from findistill.models.labels import class_columns
+from findistill.models.labels import NAME_THE_CLASSES, class_columns
 from findistill.io import atomic_directory, atomic_write_json, atomic_write_text
 from findistill.deploy.runtime import (EXPORT_VARIANTS, MARKER, ONNX_FILE, QUANTIZED_STATE_DICT, Classifier,
                                 detect_variant, load_classifier, load_torch_fp32, quantize_torch, weights_size_mb)
@@ -156,7 +156,8 @@ def _quantize_onnx(src: Path, dst: Path) -> None:
 def _class_of_column(classifier: Classifier) -> np.ndarray:
     """Model column -> canonical class id (:func:`~findistill.models.labels.class_columns`; an unmappable model is
     refused)."""
-    columns = class_columns(dict(enumerate(classifier.labels)), where=str(classifier.folder))
+    columns = class_columns(dict(enumerate(classifier.labels)), where=str(classifier.folder),
+                           fix=NAME_THE_CLASSES)
     out = np.empty(len(classifier.labels), dtype=np.int64)
     for c, cols in enumerate(columns):
         out[cols] = c

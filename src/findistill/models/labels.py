@@ -18,6 +18,9 @@ from findistill.config import LABEL2ID, LABELS
 from findistill.errors import ModelError
 
 
+NAME_THE_CLASSES = "name its classes in config.json (id2label)"  # the fix for a saved model read without a label map
+
+
 def class_columns(id2label: Mapping[int, str], label_map: Mapping[str, str] | None = None,
                   where: str = "the model", fix: str = "give a label map") -> list[list[int]]:
     """``columns[c]``: the model's output columns that belong to canonical class ``c``; ``fix`` says in the error

@@ -478,7 +478,7 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, str]]:
         out.append({"target": name, "status": status, "value": value})
 
     teacher = next((r for r in results["reference_rows"] if r["role"] == "teacher"), None)
-    add(f"teacher accuracy >= {TARGETS['teacher_accuracy']:.2f}",
+    add(f"teacher accuracy >= {TARGETS['teacher_accuracy']:.3f}",
         "not measured" if teacher is None else ("met" if teacher["accuracy"] >= TARGETS["teacher_accuracy"] else
                                                 "missed"), "—" if teacher is None else f"{teacher['accuracy']:.4f}")
     chosen = results.get("dev_choice") or {}

@@ -459,6 +459,12 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
             "fidelity": fidelity_rows, "comparisons": comparisons, "gains": verdicts,
             "ce_baselines": {str(size): labels[0] for size, labels in ce_labels.items()},
             "dev_choice": {str(size): choice for size, choice in dev_choice.items()}, "selection_rule": SELECTION_RULE,
+            "grid": [{"size": size, "row": label, "variant": members[0]["variant"],
+                      "learning_rate": members[0].get("trained_learning_rate"), "seeds": sorted(m["seed"] for m in members),
+                      "dev_macro_f1_mean": float(np.mean([m["selected_dev_metric"] or 0.0 for m in members])),
+                      "chosen": label in (dev_choice.get(size) or {}).values()}
+                     for (size, label), members in sorted(groups.items(), key=lambda kv: (
+                         -kv[0][0], kv[1][0]["variant"], kv[1][0].get("trained_learning_rate") or 0))],
             "controls": controls, "teacher_folds": run.teacher_fold_summaries(),
             "timing": timing, "targets": TARGETS, "published": PUBLISHED,
             "cells_wall_time_s": round(sum(c["train_wall_time_s"] for c in cells.values()), 1),
@@ -538,6 +544,12 @@ def render(results: dict[str, Any], config_yaml: str) -> str:
     lines += [f"| {t['target']} | {t['value']} | **{t['status']}** |" for t in results["target_status"]]
     if results.get("selection_rule"):
         lines += ["", f"Selection rule: {results['selection_rule']}"]
+    if results.get("grid"):
+        lines += ["", "## Learning rates and every row's dev score (what chose)", "",
+                  "| size | row | variant | learning rate | seeds | mean dev macro-F1 | chosen |", "|---|---|---|---:|---|---:|---|"]
+        lines += [f"| L{g['size']} | {g['row']} | {g['variant']} | {g['learning_rate'] if g['learning_rate'] is not None else '—'} | "
+                  f"{', '.join(map(str, g['seeds']))} | {g['dev_macro_f1_mean']:.4f} | {'**yes**' if g['chosen'] else ''} |"
+                  for g in results["grid"]]
     level = f"{results['confidence']:.0%}"
     lines += ["", "## Teacher and majority class", "", f"| model | role | accuracy [{level} CI] | macro-F1 |",
               "|---|---|---:|---:|"]

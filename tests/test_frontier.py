@@ -99,6 +99,8 @@ def test_frontier_cells_resume_and_report(tmp_path, tiny_bert_classifier_dir, ti
     chosen = results["dev_choice"]["1"]
     assert chosen["ce"] == baseline and chosen["distilled"] == max(kd_dev, key=lambda k: sum(kd_dev[k]) / len(kd_dev[k]))
     assert "Selection rule:" in (out / "report.md").read_text()
+    grid = {g["row"]: g for g in results["grid"] if g["size"] == 1}
+    assert grid["ce_lr1e-09"]["learning_rate"] == 1e-9 and {r for r, g in grid.items() if g["chosen"]} == set(chosen.values())
     # every row's students on the held-out transfer texts: agreement with the teacher and KL, per source
     fid = {(f["size"], f["variant"], f["source"]): f for f in results["fidelity"]}
     assert (1, "ce", "topic") in fid and fid[(1, "ce", "topic")]["n"] == 4

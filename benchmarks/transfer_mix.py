@@ -43,6 +43,9 @@ MIXES = {  # mix -> the source names it draws from (the names of data.transfer_f
     "all_three": ["tweets", "headlines", "report_sentences"],
     "all_uncapped": None,
 }
+REFERENCE_MIX = "tweets"  # the mix every other one is measured against
+TARGET_STYLES = ("headlines", "report_sentences")  # the styles whose fidelity must rise over the tweets-only mix
+TARGETS = {"size": 2, "seeds": 3, "fidelity_every_style": 0.95, "fidelity_gain_points": 3.0}
 
 
 def draw_mix(sources: list[str], names: list[str] | None, total: int, seed: int) -> list[int]:
@@ -173,6 +176,11 @@ def build_report(run, cells_dir: Path, commands: list[str]) -> dict[str, Any]:
         mixes = [r for r in rows if r["size"] == size and r["mix"] != "ce"]
         if mixes:
             best[str(size)] = max(mixes, key=lambda r: r["dev_macro_f1_mean"])["mix"]
+    compare_to_reference(rows)
+    teacher_labels = {}
+    if held is not None:
+        for source, entry in fidelity(held.sources, teacher_held, {}, ev_cfg)["sources"].items():
+            teacher_labels[source] = entry["teacher_labels"]
     teacher_path = run.prediction_path("teacher")
     teacher = None
     if teacher_path.is_file():
@@ -183,7 +191,60 @@ def build_report(run, cells_dir: Path, commands: list[str]) -> dict[str, Any]:
     return {"name": run.config.name, "commands": commands, "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "machine": machine_info(), "dataset": splits.info(), "teacher": teacher,
             "holdout_sources": sorted(set(held.sources)) if held is not None else [], "rows": rows,
+            "teacher_labels": teacher_labels, "reference_mix": REFERENCE_MIX,
             "best_on_dev": best, "rule": "per size, the mix with the best mean dev macro-F1; validation chooses nothing"}
+
+
+def compare_to_reference(rows: list[dict[str, Any]]) -> None:
+    """Adds ``vs_reference`` to every row but the tweets-only one: by how many points its dev macro-F1, TFNS accuracy and
+    agreement on each style differ from the tweets-only mix of the same size."""
+    for r in rows:
+        ref = next((x for x in rows if x["size"] == r["size"] and x["mix"] == REFERENCE_MIX), None)
+        if ref is not None and r is not ref and r["mix"] != "ce":
+            r["vs_reference"] = {
+                "dev_points": 100 * (r["dev_macro_f1_mean"] - ref["dev_macro_f1_mean"]),
+                "accuracy_points": 100 * (r["accuracy_mean"] - ref["accuracy_mean"]),
+                "fidelity_points": {s: 100 * (f["agreement_mean"] - ref["fidelity"][s]["agreement_mean"])
+                                    for s, f in r["fidelity"].items() if s in ref["fidelity"]}}
+
+
+def check_targets(results: dict[str, Any]) -> list[dict[str, str]]:
+    """Issue 25's targets for the dev-best mix of the 2-layer student (3-seed means): met / missed / provisional (fewer
+    seeds than asked) / not measured, each with the values behind it."""
+    size = TARGETS["size"]
+    rows = {r["mix"]: r for r in results["rows"] if r["size"] == size}
+    best, ref = rows.get(results["best_on_dev"].get(str(size), "")), rows.get(REFERENCE_MIX)
+    out = []
+
+    def add(target: str, ok: bool | None, value: str, seeds: int) -> None:
+        status = "not measured" if ok is None else ("met" if ok else "missed")
+        if ok is not None and seeds < TARGETS["seeds"]:
+            status = f"provisional ({status} on {seeds} seed{'s' * (seeds > 1)} of {TARGETS['seeds']})"
+        out.append({"target": target, "status": status, "value": value})
+
+    floor = TARGETS["fidelity_every_style"]
+    if best is None or not best["fidelity"]:
+        add(f"L{size} best mix: fidelity >= {floor} on every style", None, "—", 0)
+    else:
+        worst = min(best["fidelity"].items(), key=lambda kv: kv[1]["agreement_mean"])
+        add(f"L{size} best mix: fidelity >= {floor} on every style", worst[1]["agreement_mean"] >= floor,
+            f"`{best['mix']}`: lowest {worst[0]} {worst[1]['agreement_mean']:.3f}", len(best["seeds"]))
+    gain = TARGETS["fidelity_gain_points"]
+    for style in TARGET_STYLES:
+        delta = ((best or {}).get("vs_reference") or {}).get("fidelity_points", {}).get(style)
+        if best is not None and best["mix"] == REFERENCE_MIX:
+            delta = 0.0
+        add(f"L{size} best mix: fidelity on {style} >= +{gain:g} points over `{REFERENCE_MIX}`",
+            None if delta is None else delta >= gain,
+            "—" if delta is None else f"`{best['mix']}`: {delta:+.1f} points", len(best["seeds"]) if best else 0)
+    if best is None or ref is None:
+        add(f"L{size} best mix: TFNS accuracy within the `{REFERENCE_MIX}` student's CI", None, "—", 0)
+    else:
+        lo = float(np.mean([s["accuracy_ci"][0] for s in ref["per_seed"]]))
+        add(f"L{size} best mix: TFNS accuracy within the `{REFERENCE_MIX}` student's CI (not below its lower bound)",
+            best["accuracy_mean"] >= lo, f"`{best['mix']}` {best['accuracy_mean']:.4f} vs lower bound {lo:.4f}",
+            min(len(best["seeds"]), len(ref["seeds"])))
+    return out
 
 
 def render(results: dict[str, Any]) -> str:
@@ -205,6 +266,26 @@ def render(results: dict[str, Any]) -> str:
                if s in r["fidelity"] else "—" for s in sources]
         lines.append(f"| L{r['size']} | {r['mix']} | {len(r['seeds'])} | {r['dev_macro_f1_mean']:.4f} | "
                      f"{r['accuracy_mean']:.4f}{sd} | {r['macro_f1_mean']:.4f} | " + " | ".join(fid) + " |")
+    deltas = [r for r in results["rows"] if r.get("vs_reference")]
+    if deltas:
+        ref = results.get("reference_mix", REFERENCE_MIX)
+        lines += ["", f"## Against the `{ref}` mix of the same size (points; means over each row's seeds)", "",
+                  "| size | mix | dev macro-F1 | TFNS accuracy | " + " | ".join(f"agreement {s}" for s in sources) + " |",
+                  "|---|---|---:|---:|" + "---:|" * len(sources)]
+        for r in deltas:
+            d = r["vs_reference"]
+            lines.append(f"| L{r['size']} | {r['mix']} | {d['dev_points']:+.1f} | {d['accuracy_points']:+.1f} | "
+                         + " | ".join(f"{d['fidelity_points'][s]:+.1f}" if s in d["fidelity_points"] else "—"
+                                      for s in sources) + " |")
+    if results.get("teacher_labels"):
+        lines += ["", "## The teacher's classes on each held-out slice", "", "| source | " + " | ".join(
+            next(iter(results["teacher_labels"].values()))) + " |", "|---|---:|---:|---:|"]
+        for source, counts in results["teacher_labels"].items():
+            n = sum(counts.values()) or 1
+            lines.append(f"| {source} | " + " | ".join(f"{c} ({c / n:.0%})" for c in counts.values()) + " |")
+    if results.get("target_status"):
+        lines += ["", "## Targets (issue 25)", "", "| target | value | status |", "|---|---|---|"]
+        lines += [f"| {t['target']} | {t['value']} | **{t['status']}** |" for t in results["target_status"]]
     return "\n".join(lines) + "\n"
 
 
@@ -230,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                     (folder / "claim").unlink(missing_ok=True)
                     print(f"[transfer_mix] {cell.name} done in {info['train_wall_time_s'] / 60:.1f} min", flush=True)
     results = build_report(run, cells_dir, commands_so_far(out / "results.json", command))
+    results["target_status"] = check_targets(results)
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "report.md", render(results))
     print(f"\ntransfer mix report: {out / 'report.md'}")

@@ -61,3 +61,33 @@ def test_transfer_mix_cells_and_report(tmp_path, tiny_bert_classifier_dir, tiny_
     assert len(results["commands"]) == 2 and "agreement tweets" in (out / "report.md").read_text()
     uncapped = next(r for r in results["rows"] if r["mix"] == "all_uncapped")
     assert uncapped["per_seed"][0]["transfer_texts"] == (14 - 2) + (10 - 2) + (8 - 2)
+    status = {t["target"]: t["status"] for t in results["target_status"]}
+    assert status and all(s == "not measured" for s in status.values())  # a 1-layer run says nothing of L2's targets
+    assert "## Targets (issue 25)" in (out / "report.md").read_text()
+
+
+def _row(mix, dev, acc, ci, fid, seeds=(42, 43, 44)):
+    return {"size": 2, "mix": mix, "seeds": list(seeds), "dev_macro_f1_mean": dev, "accuracy_mean": acc,
+            "per_seed": [{"seed": s, "accuracy_ci": ci} for s in seeds],
+            "fidelity": {s: {"agreement_mean": a} for s, a in zip(("tweets", "headlines", "report_sentences"), fid)}}
+
+
+def test_targets_compare_the_dev_best_mix_with_tweets_only():
+    bench = load_benchmark("transfer_mix")
+    rows = [_row("tweets", 0.80, 0.870, [0.856, 0.884], (0.96, 0.90, 0.93)),
+            _row("all_three", 0.81, 0.860, [0.846, 0.874], (0.955, 0.951, 0.97)),
+            _row("ce", 0.70, 0.85, [0.83, 0.86], (0.9, 0.8, 0.8))]
+    bench.compare_to_reference(rows)
+    assert "vs_reference" not in rows[0] and "vs_reference" not in rows[2]
+    assert rows[1]["vs_reference"]["fidelity_points"]["headlines"] == pytest.approx(5.1)
+    results = {"rows": rows, "best_on_dev": {"2": "all_three"}}
+    status = [t["status"] for t in bench.check_targets(results)]
+    # every style >= 0.95; headlines +5.1 met; report sentences +4.0 met; 0.860 >= 0.856 met
+    assert status == ["met", "met", "met", "met"]
+    rows[1]["fidelity"]["report_sentences"]["agreement_mean"] = 0.94  # below 0.95, and only +1.0 over tweets
+    rows[1]["accuracy_mean"] = 0.85  # below the tweets-only CI
+    bench.compare_to_reference(rows)
+    assert [t["status"] for t in bench.check_targets(results)] == ["missed", "met", "missed", "missed"]
+    for r in rows:
+        r["seeds"], r["per_seed"] = [42], r["per_seed"][:1]
+    assert [t["status"] for t in bench.check_targets(results)][1] == "provisional (met on 1 seed of 3)"

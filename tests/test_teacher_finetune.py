@@ -195,3 +195,27 @@ def test_cli_finetune_run_and_tfns_benchmark_use_the_tuned_teacher(tmp_path, tin
     report = (bench_out / "report.md").read_text()
     assert "## Targets" in report and "python benchmarks/tfns_full.py" in report and "torch" in report
     assert bench.main(["--config", str(tmp_path / "nope.yaml"), "--out", str(bench_out)]) == 2
+
+
+def test_finetune_seed_makes_another_teacher_and_keeps_old_keys(tmp_path, tiny_llama_dir, tiny_bert_dir,
+                                                                 tiny_tfns_dir):
+    """teacher.finetune.seed: null fine-tunes with data.seed under the keys made before the key existed; another seed
+    is another teacher (its own fine-tune and label keys, its own weights)."""
+    from findistill.__main__ import main
+    from findistill.config import load_config
+    from findistill.pipeline.stages import stage_key
+
+    config = write_config(tmp_path / "c.yaml", tiny_llama_dir, tiny_bert_dir)
+    base = load_config(config)
+    data = {"train": "t", "dev": "d", "eval": "e", "transfer": None}
+    seeded = load_config(config, {"teacher.finetune.seed": 7})
+    for stage in ("teacher_finetune", "label"):
+        assert stage_key(seeded, data, stage) != stage_key(base, data, stage)
+    runs = {}
+    for name, extra in (("default", []), ("seed7", ["--set", "teacher.finetune.seed=7"])):
+        out = tmp_path / name
+        assert main(["teacher-finetune", str(config), "--out", str(out), "--data-dir", str(tiny_tfns_dir),
+                     *extra]) == 0
+        runs[name] = json.loads((out / "teacher" / SUMMARY_FILE).read_text())
+    assert runs["default"]["seed"] == base.data.seed and runs["seed7"]["seed"] == 7
+    assert runs["default"]["history"] != runs["seed7"]["history"]  # another head, another batch order

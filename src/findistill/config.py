@@ -171,6 +171,9 @@ class TeacherFinetuneConfig:
     learning_rate: float = _help("Peak learning rate.", 2e-4)
     batch_size: int = _help("Per-device batch size.", 8)
     max_train_examples: int | None = _help("Stratified subsample of train used for the fine-tune.", None)
+    seed: int | None = _help(
+        "Seed of the fine-tune (head initialisation, batch order, dropout); null: data.seed. Another seed gives "
+        "another teacher of the same recipe, e.g. a member of an ensemble teacher.", None)
     cross_fit_folds: int = _help(
         "0 = off. K >= 2: K more teachers, each fine-tuned on K-1 folds of the training split, label the fold they "
         "did not see (out-of-fold soft labels for the student's training rows); the teacher fine-tuned on all "

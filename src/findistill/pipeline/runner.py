@@ -295,14 +295,14 @@ class Run:
         from findistill.training.teacher_finetune import finetune_teacher
 
         ft = self.config.teacher.finetune
+        seed = self.config.data.seed if ft.seed is None else ft.seed
         target = self.out / "teacher"
         if (target / "config.json").is_file():  # finished before an interruption of this stage
             _say(f"[teacher_finetune] reusing {target}")
         else:
             _say(f"[teacher_finetune] fine-tuning the teacher on gold labels ({ft.parameters}; dev split for "
                  "selection)")
-            finetune_teacher(self.config.teacher, self.splits.train, self.splits.dev, target,
-                             seed=self.config.data.seed)
+            finetune_teacher(self.config.teacher, self.splits.train, self.splits.dev, target, seed=seed)
         train = self.splits.train
         for k, rows in enumerate(self.folds() if ft.cross_fit_folds else []):
             if (self.fold_dir(k) / "config.json").is_file():
@@ -311,7 +311,7 @@ class Run:
             _say(f"[teacher_finetune] cross-fitting: fold teacher {k + 1}/{ft.cross_fit_folds}, blind to "
                  f"{len(rows)} training texts")
             finetune_teacher(self.config.teacher, train.subset([i for i in range(len(train)) if i not in held_out]),
-                             self.splits.dev, self.fold_dir(k), seed=self.config.data.seed)
+                             self.splits.dev, self.fold_dir(k), seed=seed)
         self._finish("teacher_finetune")
 
     def stage_teacher_check(self) -> None:

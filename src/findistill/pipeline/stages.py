@@ -77,29 +77,45 @@ def _without(section: Any, keys: tuple[str, ...]) -> dict:
 
 
 def _teacher_section(teacher: Any, keys: tuple[str, ...]) -> dict:
-    """The teacher config without ``keys`` and without the health-gate keys (of the ensemble members too)."""
+    """The teacher config without ``keys``, without the health-gate keys and without :data:`ADDED_KEYS` of the
+    teacher at their "as before" value (of the ensemble members too)."""
     def strip(section: dict) -> dict:
-        return {k: [strip(m) for m in v] if k == "members" else v for k, v in section.items() if k not in GATE}
+        kept = {k: [strip(m) for m in v] if k == "members" else v for k, v in section.items() if k not in GATE}
+        return _drop_unchanged(kept, "teacher.")
 
     return strip(_without(teacher, keys))
 
 
 # Keys added to the config after stage keys were introduced, with the value that means "as before": while a config
-# holds that value, the key is left out of the report's key (which hashes the whole config), so folders written
-# before the key existed stay up to date (tests/test_old_run.py).
-ADDED_KEYS: dict[str, Any] = {"data.transfer_holdout": 0}
+# holds that value, the key is left out of every key that hashes its section (the report's key hashes the whole
+# config, teacher keys the teacher section), so folders and caches written before the key existed stay up to date
+# (tests/test_old_run.py).
+ADDED_KEYS: dict[str, Any] = {"data.transfer_holdout": 0, "teacher.finetune.seed": None}
+
+
+def _drop_unchanged(section: dict, prefix: str = "") -> dict:
+    """``section`` (the config below ``prefix``, as a dict) without the :data:`ADDED_KEYS` at their "as before" value."""
+    for dotted, unchanged in ADDED_KEYS.items():
+        if not dotted.startswith(prefix):
+            continue
+        *parents, last = dotted[len(prefix):].split(".")
+        node = section
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and last in node and node[last] == unchanged:
+            del node[last]
+    return section
 
 
 def config_for_key(config: RunConfig) -> dict:
     """The whole config as the report stage hashes it: :data:`ADDED_KEYS` at their "as before" value left out."""
-    out = dataclasses.asdict(config)
-    for dotted, unchanged in ADDED_KEYS.items():
-        *parents, last = dotted.split(".")
-        node = out
-        for part in parents:
-            node = node[part]
-        if node.get(last) == unchanged:
-            del node[last]
+    def members(teacher: dict) -> None:  # an ensemble's members are teacher sections too
+        for member in teacher.get("members") or []:
+            _drop_unchanged(member, "teacher.")
+            members(member)
+
+    out = _drop_unchanged(dataclasses.asdict(config))
+    members(out["teacher"])
     return out
 
 

@@ -523,6 +523,19 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
+def teacher_candidates(path: Path) -> dict[str, Any] | None:
+    """The teacher-candidate table (``benchmarks/teacher_candidates.py``'s results.json), best dev macro-F1 first, for
+    the report; None when that benchmark has not run."""
+    if not path.is_file():
+        return None
+    found = json.loads(path.read_text())
+    rows = [{"name": c["name"], "dev_macro_f1": c["dev"]["macro_f1"], "accuracy": c["validation"]["accuracy"],
+             "accuracy_ci": c["validation"]["accuracy_ci"], "macro_f1": c["validation"]["macro_f1"]}
+            for c in sorted(found["candidates"].values(), key=lambda c: -c["dev"]["macro_f1"])]
+    return {"source": str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path),
+            "chosen": found["chosen"], "rule": found["rule"], "rows": rows}
+
+
 def commands_so_far(previous: Path, command: str) -> list[str]:
     """Every command that made this report's cells and timings, in order: those recorded in ``previous`` (the last
     results.json; an older one recorded only its last ``command``) and ``command``, each once."""
@@ -571,6 +584,13 @@ def render(results: dict[str, Any], config_yaml: str) -> str:
                   f"dev picked epoch {ft['best_epoch']} ({ft['selection']}).", "",
                   "| epoch | dev accuracy | dev macro-F1 |", "|---:|---:|---:|"]
         lines += [f"| {h['epoch']:g} | {h['accuracy']:.4f} | {h['macro_f1']:.4f} |" for h in ft.get("history") or []]
+    if tc := results.get("teacher_candidates"):
+        lines += ["", "## Teacher candidates (`benchmarks/teacher_candidates.py`)", "",
+                  f"Rule: {tc['rule']}. Chosen: **{tc['chosen'] or '—'}**. Full table and commands: "
+                  f"`{tc['source']}`.", "", "| candidate | dev macro-F1 | validation accuracy [CI] | validation macro-F1 |",
+                  "|---|---:|---:|---:|"]
+        lines += [f"| {c['name']} | {c['dev_macro_f1']:.4f} | {c['accuracy']:.4f} [{c['accuracy_ci'][0]:.4f}, "
+                  f"{c['accuracy_ci'][1]:.4f}] | {c['macro_f1']:.4f} |" for c in tc["rows"]]
     if results.get("teacher_folds"):
         lines += ["", "## Cross-fitted teachers (dev split)", "", "Each labels the training rows it did not see "
                   "(`kd_transfer_oof`); the teacher above, fine-tuned on every training row, labels the rest.", "",
@@ -735,6 +755,8 @@ def _main(argv: list[str]) -> int:
     results = build_report(run, cells_dir, timing, command)
     results["commands"] = commands_so_far(out / "results.json", command)
     results["target_status"] = check_targets(results)
+    results["teacher_candidates"] = teacher_candidates(REPO / "benchmarks" / "results" / "teacher_candidates" /
+                                                       "results.json")
     results["plot"] = str(out / "frontier.png") if plot(results, out / "frontier.png") else ""
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "report.md", render(results, dump_config(config)))

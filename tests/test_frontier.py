@@ -173,3 +173,18 @@ def test_the_grid_seed_chooses_so_more_seeds_at_the_chosen_rate_cannot_flip_the_
     assert bench.grid_score(chosen) == 0.80 > bench.grid_score(other)  # the mean (0.67) would have flipped it
     assert bench.grid_score([{"seed": 43, "selected_dev_metric": 0.7}, {"seed": 44, "selected_dev_metric": 0.5}]) \
         == pytest.approx(0.6)  # no grid-seed cell: the mean
+
+
+def test_the_teacher_candidate_table_joins_the_report_best_dev_first(tmp_path):
+    bench = load_benchmark("frontier")
+    assert bench.teacher_candidates(tmp_path / "absent.json") is None
+
+    def cand(name, dev_f1, acc):
+        return {"name": name, "dev": {"macro_f1": dev_f1},
+                "validation": {"accuracy": acc, "accuracy_ci": [acc - 0.01, acc + 0.01], "macro_f1": acc - 0.03}}
+
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"chosen": "b", "rule": "best dev macro-F1",
+                                "candidates": {"a": cand("a", 0.80, 0.91), "b": cand("b", 0.86, 0.90)}}))
+    tc = bench.teacher_candidates(path)
+    assert [r["name"] for r in tc["rows"]] == ["b", "a"] and tc["chosen"] == "b"

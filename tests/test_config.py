@@ -104,3 +104,23 @@ def test_every_field_has_help():
                 yield f"{prefix}{f.name}"
 
     assert list(missing(RunConfig)) == []
+
+
+def test_label_smoothing_is_checked_and_the_trainers_own_is_refused():
+    from findistill.config import ConfigError, TrainConfig
+
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        TrainConfig(label_smoothing=1.0)
+    with pytest.raises(ConfigError, match="train.label_smoothing"):  # the Trainer's would be silently ignored
+        TrainConfig(trainer_kwargs={"label_smoothing_factor": 0.1})
+
+
+def test_a_smoothed_student_has_new_keys_and_an_unsmoothed_one_keeps_its_old_keys():
+    from findistill.config import RunConfig, TrainConfig
+    from findistill.pipeline.stages import stage_key
+
+    data = {"train": "t", "dev": "d", "eval": "e", "transfer": None}
+    plain, smoothed = RunConfig(), RunConfig(train=TrainConfig(label_smoothing=0.1))
+    for stage in ("student_ce", "student_distilled"):
+        assert stage_key(plain, data, stage) != stage_key(smoothed, data, stage)
+    assert stage_key(plain, data, "label") == stage_key(smoothed, data, "label")

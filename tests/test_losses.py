@@ -178,3 +178,20 @@ def test_parts_with_the_whole_step_counts_add_up_to_the_whole_batch():
     with pytest.raises(ValueError, match="ce_count"):
         distillation_loss(student[:4], teacher[:4], labels[:4], alpha=0.4, temperature=3.0, kd_count=7.0,
                           ce_count=3.0)
+
+
+def test_label_smoothing_is_cross_entropy_against_the_smoothed_target_on_gold_rows_only(batch):
+    student, teacher, labels = batch
+    labels = labels.clone()
+    labels[:2] = -1  # transfer rows: no gold label, so no smoothing either
+    eps, c = 0.2, student.shape[1]
+    target = torch.full((4, c), eps / c)  # written out by hand: 1 - eps + eps/C on gold, eps/C elsewhere
+    target[torch.arange(4), labels[2:]] += 1 - eps
+    expected_ce = -(target * torch.log_softmax(student[2:], dim=-1)).sum(-1).mean()
+    loss, parts = distillation_loss(student, teacher, labels, alpha=0.5, temperature=2.0, label_smoothing=eps)
+    assert parts["ce"].item() == pytest.approx(expected_ce.item(), abs=1e-6)
+    plain, plain_parts = distillation_loss(student, teacher, labels, alpha=0.5, temperature=2.0)
+    assert parts["kd"].item() == pytest.approx(plain_parts["kd"].item())  # the KD term is untouched
+    assert loss.item() == pytest.approx(0.5 * plain_parts["kd"].item() + 0.5 * expected_ce.item(), abs=1e-6)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        distillation_loss(student, teacher, labels, alpha=0.5, temperature=2.0, label_smoothing=1.0)

@@ -134,3 +134,16 @@ def test_no_dev_split_keeps_the_last_step(tmp_path, tiny_bert_dir):
     res = train_student(student, _train_cfg(max_steps=3), texts, labels, logits, tmp_path / "run")
     assert res.selected_step == 3 and res.selected_dev_metric is None
     assert not any("eval_macro_f1" in h for h in res.log_history)
+
+
+def test_label_smoothing_reaches_the_ce_term_of_training(tiny_bert_dir, tmp_path):
+    texts, labels, _ = _data(16)
+    student = StudentConfig(model=str(tiny_bert_dir), method="full", max_length=16)
+    first = {}
+    for eps in (0.0, 0.6):
+        res = train_student(student, _train_cfg(max_steps=1, batch_size=16, label_smoothing=eps), texts, labels, None,
+                            tmp_path / f"run{eps}")
+        first[eps] = _losses(res.log_history, "ce_loss")[0]
+    # same seed, same weights, same batch: only the target differs; a smoothed target (0.6, 0.2, 0.2) has entropy
+    # 0.95, a lower bound of its cross-entropy (Gibbs)
+    assert first[0.6] != pytest.approx(first[0.0], abs=1e-6) and first[0.6] >= 0.95

@@ -335,6 +335,7 @@ TRAINER_OWNED_ARGUMENTS: dict[str, str] = {
     "logging_strategy": "train.logging_steps",
     "logging_steps": "train.logging_steps",
     "seed": "train.seed",
+    "label_smoothing_factor": "train.label_smoothing",  # the Trainer's own would be ignored: compute_loss is ours
     "bf16": "train.precision",
     "fp16": "train.precision",
     "eval_strategy": "train.selection",
@@ -363,6 +364,9 @@ class TrainConfig:
     lr_scheduler: Literal["linear", "cosine", "constant"] = _help("Learning-rate schedule.", "linear")
     temperature: float = _help("Distillation temperature T (softens both distributions).", 2.0)
     alpha: float = _help("Weight of the KD term: alpha * T^2 * KL + (1 - alpha) * CE.", 0.5)
+    label_smoothing: float = _help(
+        "Label smoothing of the CE term (gold rows, CE-only and distilled students alike): the gold class gets "
+        "1 - eps + eps/3, the others eps/3. 0 = none.", 0.0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _help(
         "auto = bf16 on a CUDA device that supports it, else fp32.", "auto"
     )
@@ -399,6 +403,7 @@ class TrainConfig:
         _check(0 <= self.warmup_ratio < 1, "warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
         _check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
         _check(0 <= self.alpha <= 1, "alpha", f"must be in [0, 1], got {self.alpha}")
+        _check(0 <= self.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
         _check(self.max_steps == -1 or self.max_steps >= 1, "max_steps", f"must be -1 or >= 1, got {self.max_steps}")
         _check(self.logging_steps >= 1, "logging_steps", f"must be >= 1, got {self.logging_steps}")
         _check(self.eval_batch_size >= 1, "eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
@@ -406,6 +411,27 @@ class TrainConfig:
         _check(self.save_steps is None or self.save_steps >= 1, "save_steps", f"must be >= 1 or null, got {self.save_steps}")
         _check(self.save_total_limit >= 1, "save_total_limit", f"must be >= 1, got {self.save_total_limit}")
         check_trainer_kwargs(self.trainer_kwargs)
+
+
+# Keys added to the config after stage keys (and checkpoint-resume keys) were introduced, with the value that means
+# "as before": while a config holds that value, the key is left out of every key that hashes its section, so run
+# folders, caches and checkpoints written before the key existed stay valid (tests/test_old_run.py).
+ADDED_KEYS: dict[str, Any] = {"data.transfer_holdout": 0, "teacher.finetune.seed": None, "train.label_smoothing": 0.0}
+
+
+def drop_added_defaults(section: dict, prefix: str = "") -> dict:
+    """``section`` (the config below ``prefix`` as a dict, e.g. ``prefix="train."`` for ``asdict(config.train)``)
+    without the :data:`ADDED_KEYS` at their "as before" value; changed in place and returned."""
+    for dotted, unchanged in ADDED_KEYS.items():
+        if not dotted.startswith(prefix):
+            continue
+        *parents, last = dotted[len(prefix):].split(".")
+        node: Any = section
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and last in node and node[last] == unchanged:
+            del node[last]
+    return section
 
 
 def check_trainer_kwargs(kwargs: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from findistill.config import RunConfig
+from findistill.config import RunConfig, drop_added_defaults
 from findistill.data.splits import DatasetSplits, TextSplit
 from findistill.io import json_sha256
 
@@ -77,44 +77,23 @@ def _without(section: Any, keys: tuple[str, ...]) -> dict:
 
 
 def _teacher_section(teacher: Any, keys: tuple[str, ...]) -> dict:
-    """The teacher config without ``keys``, without the health-gate keys and without :data:`ADDED_KEYS` of the
+    """The teacher config without ``keys``, without the health-gate keys and without ``config.ADDED_KEYS`` of the
     teacher at their "as before" value (of the ensemble members too)."""
     def strip(section: dict) -> dict:
         kept = {k: [strip(m) for m in v] if k == "members" else v for k, v in section.items() if k not in GATE}
-        return _drop_unchanged(kept, "teacher.")
+        return drop_added_defaults(kept, "teacher.")
 
     return strip(_without(teacher, keys))
 
 
-# Keys added to the config after stage keys were introduced, with the value that means "as before": while a config
-# holds that value, the key is left out of every key that hashes its section (the report's key hashes the whole
-# config, teacher keys the teacher section), so folders and caches written before the key existed stay up to date
-# (tests/test_old_run.py).
-ADDED_KEYS: dict[str, Any] = {"data.transfer_holdout": 0, "teacher.finetune.seed": None}
-
-
-def _drop_unchanged(section: dict, prefix: str = "") -> dict:
-    """``section`` (the config below ``prefix``, as a dict) without the :data:`ADDED_KEYS` at their "as before" value."""
-    for dotted, unchanged in ADDED_KEYS.items():
-        if not dotted.startswith(prefix):
-            continue
-        *parents, last = dotted[len(prefix):].split(".")
-        node = section
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and last in node and node[last] == unchanged:
-            del node[last]
-    return section
-
-
 def config_for_key(config: RunConfig) -> dict:
-    """The whole config as the report stage hashes it: :data:`ADDED_KEYS` at their "as before" value left out."""
+    """The whole config as the report stage hashes it: ``config.ADDED_KEYS`` at their "as before" value left out."""
     def members(teacher: dict) -> None:  # an ensemble's members are teacher sections too
         for member in teacher.get("members") or []:
-            _drop_unchanged(member, "teacher.")
+            drop_added_defaults(member, "teacher.")
             members(member)
 
-    out = _drop_unchanged(dataclasses.asdict(config))
+    out = drop_added_defaults(dataclasses.asdict(config))
     members(out["teacher"])
     return out
 
@@ -158,9 +137,11 @@ def stage_inputs(config: RunConfig, data: dict, stage: str) -> dict | None:
         return {**student, "seed": c.train.seed}
     trained = {**student, "train_split": data["train"], "dev": data["dev"]}
     if stage == "student_ce":
-        return {**trained, "train": _without(c.train, KD_ONLY + NO_RESULT)} if c.train_ce_student else None
+        return {**trained, "train": drop_added_defaults(_without(c.train, KD_ONLY + NO_RESULT), "train.")} \
+            if c.train_ce_student else None
     if stage == "student_distilled":
-        return {**trained, "train": _without(c.train, NO_RESULT), "label": stage_key(c, data, "label"),
+        return {**trained, "train": drop_added_defaults(_without(c.train, NO_RESULT), "train."),
+                "label": stage_key(c, data, "label"),
                 "augment": stage_key(c, data, "augment")}
     if stage == "report":
         return {"config": config_for_key(c),

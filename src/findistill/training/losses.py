@@ -2,6 +2,8 @@
 
     loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, gold)
 
+(CE optionally with label smoothing, ``label_smoothing``.)
+
 Row masks decide which rows feed which term:
 
 * the KD term averages (``batchmean``) over the rows that have teacher logits: ``teacher_logits`` is not
@@ -42,6 +44,7 @@ def distillation_loss(
     *,
     kd_count: Tensor | float | None = None,
     ce_count: Tensor | float | None = None,
+    label_smoothing: float = 0.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Return ``(loss, parts)`` for one batch.
 
@@ -54,6 +57,8 @@ def distillation_loss(
         kd_count: the number of rows the KD term is averaged over (rows with teacher logits in the whole optimizer
             step, at least this batch's); ``None``: this batch's.
         ce_count: the same for the CE term (rows with a gold label).
+        label_smoothing: eps in ``[0, 1)``: the CE term's target puts ``1 - eps + eps / C`` on the gold class and
+            ``eps / C`` on each other (``torch.nn.functional.cross_entropy``'s ``label_smoothing``); 0 = none.
 
     Returns:
         ``loss``: a scalar with a graph to ``student_logits``.
@@ -73,6 +78,8 @@ def distillation_loss(
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
 
     student = student_logits.float()  # [B, C]; float32 even under bf16 autocast
     # A zero that keeps the graph: backward() still works on a batch where a term (or both) has no rows.
@@ -97,7 +104,8 @@ def distillation_loss(
     has_gold = _has_gold(labels.to(student.device))  # [B] bool
     rows = int(has_gold.sum())
     if rows:
-        ce_sum = F.cross_entropy(student[has_gold], labels.to(student.device)[has_gold].long(), reduction="sum")
+        ce_sum = F.cross_entropy(student[has_gold], labels.to(student.device)[has_gold].long(), reduction="sum",
+                                 label_smoothing=label_smoothing)
         ce_mean = ce_sum / rows
         ce = ce_mean if ce_count is None else ce_sum / _checked(ce_count, rows, "ce_count")
 

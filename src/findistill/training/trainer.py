@@ -37,7 +37,7 @@ from transformers import (
     set_seed,
 )
 
-from findistill.config import LABELS, ConfigError, StudentConfig, TrainConfig, to_dict
+from findistill.config import LABELS, ConfigError, StudentConfig, TrainConfig, drop_added_defaults, to_dict
 from findistill.distributed import on_main
 from findistill.errors import DataError, first_line
 from findistill.evaluation.metrics import classification_metrics
@@ -130,7 +130,8 @@ class DistillationCollator:
 
 
 class DistillationTrainer(Trainer):
-    """``Trainer`` with the distillation loss; ``alpha`` and ``temperature`` are constructor keywords.
+    """``Trainer`` with the distillation loss; ``alpha``, ``temperature`` and ``label_smoothing`` are constructor
+    keywords.
 
     Each term of a training step's loss is the mean over the step's rows for that term (rows with teacher logits for
     KD, gold rows for CE), across every accumulation micro-batch and every process: ``get_batch_samples`` counts
@@ -144,10 +145,12 @@ class DistillationTrainer(Trainer):
     # steps again.
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args: Any, alpha: float = 0.5, temperature: float = 2.0, **kwargs: Any):
+    def __init__(self, *args: Any, alpha: float = 0.5, temperature: float = 2.0, label_smoothing: float = 0.0,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.alpha = float(alpha)
         self.temperature = float(temperature)
+        self.label_smoothing = float(label_smoothing)
         # mode -> part name -> detached per-micro-batch values since the last log
         self._loss_parts: dict[str, dict[str, list[torch.Tensor]]] = {
             "train": defaultdict(list),
@@ -170,10 +173,12 @@ class DistillationTrainer(Trainer):
         # evaluation (and a training_step called without them, right without accumulation only): per-batch means
         counts = num_items_in_batch if model.training and torch.is_tensor(num_items_in_batch) else None
         if counts is None:
-            loss, parts = distillation_loss(student_logits, teacher_logits, labels, self.alpha, self.temperature)
+            loss, parts = distillation_loss(student_logits, teacher_logits, labels, self.alpha, self.temperature,
+                                            label_smoothing=self.label_smoothing)
         else:
             loss, parts = distillation_loss(student_logits, teacher_logits, labels, self.alpha, self.temperature,
-                                            kd_count=counts[0], ce_count=counts[1])
+                                            kd_count=counts[0], ce_count=counts[1],
+                                            label_smoothing=self.label_smoothing)
             # DDP (and FSDP / ZeRO) average the processes' gradients; the step's loss is the sum of their parts
             loss = loss * self.accelerator.num_processes
         mode = "train" if model.training else "eval"
@@ -376,6 +381,7 @@ def train_student(
         processing_class=tokenizer,
         alpha=alpha,
         temperature=train_cfg.temperature,
+        label_smoothing=train_cfg.label_smoothing,
     )
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
@@ -442,7 +448,8 @@ def _training_key(student_cfg: StudentConfig, train_cfg: TrainConfig, alpha: flo
                   dev: tuple[list[str], list[int]] | None) -> str:
     """sha256 of everything a training run depends on: a checkpoint resumes only the training it came from."""
     digest = hashlib.sha256()
-    configs = {"student": to_dict(student_cfg), "train": to_dict(train_cfg), "alpha": alpha}
+    configs = {"student": to_dict(student_cfg), "train": drop_added_defaults(to_dict(train_cfg), "train."),
+               "alpha": alpha}
     digest.update(json.dumps(configs, sort_keys=True, default=str).encode())
     digest.update(json.dumps([texts, dev[0] if dev else None, list(map(int, dev[1])) if dev else None]).encode())
     digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())

@@ -26,8 +26,9 @@ is the fastest layout on a small CPU): each claims a cell (``<cell>/claim``, hol
 skips cells a live worker holds; the teacher is prepared by one worker while the others wait.
 ``--report`` merges whatever cells exist: per row the mean ± sd over seeds, each
 seed's accuracy with its bootstrap CI, and per seed the paired bootstrap and McNemar test of each variant against
-the CE-only row of its size with the best mean dev score (``ce``, or ``ce_lr<LR>`` from ``--learning-rate``: a
-recipe's learning rate may suit KD and not CE, so CE-only gets its own); a gain is called a gain only when the
+the CE-only row of its size that dev chose (SELECTION_RULE: ``ce``, or ``ce_lr<LR>`` from ``--learning-rate``: a
+recipe's learning rate may suit KD and not CE, so CE-only gets its own grid; ``--label-smoothing`` and ``--temperature``
+give rows of their own the same way); a gain is called a gain only when the
 paired CI is above zero on every seed. ``--timing`` exports the first
 seed's ``kd_transfer`` student of each size to onnx-int8 and measures texts/s over the evaluation texts (the
 classifier ``findistill predict`` uses, model load excluded, batch 64, length-sorted) and batch-1 latency.
@@ -85,21 +86,27 @@ class Cell:
     seed: int
     transfer_epochs: float = 1.0
     learning_rate: float | None = None  # None: the config's train.learning_rate
+    label_smoothing: float | None = None  # None: the config's train.label_smoothing
+    temperature: float | None = None  # None: the config's train.temperature (distilled variants only)
 
     @property
     def label(self) -> str:
-        """The variant, with ``_te<E>`` when it runs E != 1 epochs over gold + transfer texts and ``_lr<LR>`` when it
-        trains at another learning rate than the config's (each a row of its own)."""
-        return label_of(self.variant, self.transfer_epochs, self.learning_rate)
+        """The variant, with ``_te<E>`` when it runs E != 1 epochs over gold + transfer texts, ``_lr<LR>`` when it
+        trains at another learning rate than the config's, ``_ls<EPS>`` with another label smoothing and ``_T<T>``
+        (distilled variants) with another temperature: each a row of its own."""
+        return label_of(self.variant, self.transfer_epochs, self.learning_rate, self.label_smoothing, self.temperature)
 
     @property
     def name(self) -> str:
         return f"L{self.size}_{self.label}_s{self.seed}"
 
 
-def label_of(variant: str, transfer_epochs: float, learning_rate: float | None = None) -> str:
+def label_of(variant: str, transfer_epochs: float, learning_rate: float | None = None,
+             label_smoothing: float | None = None, temperature: float | None = None) -> str:
     label = f"{variant}_te{transfer_epochs:g}" if variant in TRANSFER_VARIANTS and transfer_epochs != 1 else variant
-    return label if learning_rate is None else f"{label}_lr{learning_rate:g}"
+    label += "" if learning_rate is None else f"_lr{learning_rate:g}"
+    label += "" if label_smoothing is None else f"_ls{label_smoothing:g}"
+    return label + ("" if temperature is None or variant not in TEACHER_VARIANTS else f"_T{temperature:g}")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -114,7 +121,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--learning-rate", type=float, default=None,
                    help="train this invocation's cells at this rate instead of the config's train.learning_rate "
                         "(rows of their own, _lrLR); the gains are taken against the CE-only row of each size with "
-                        "the best mean dev score")
+                        "the best dev score")
+    p.add_argument("--label-smoothing", type=float, default=None,
+                   help="train this invocation's cells with this label smoothing of the CE term instead of the "
+                        "config's train.label_smoothing (rows of their own, _lsEPS)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="train this invocation's distilled cells at this KD temperature instead of the config's "
+                        "train.temperature (rows of their own, _TT; CE-only cells have no temperature)")
     p.add_argument("--timing", action="store_true", help="measure onnx-int8 speed per size (needs idle cores)")
     p.add_argument("--report", action="store_true", help="only rebuild the report from the finished cells")
     p.add_argument("--run-dir", default=None, help="run folder (default: runs/<config name>, git-ignored)")
@@ -137,10 +150,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def grid(sizes: list[int], variants: list[str], seeds: int, transfer_epochs: float = 1.0,
-         learning_rate: float | None = None) -> list[Cell]:
+         learning_rate: float | None = None, label_smoothing: float | None = None,
+         temperature: float | None = None) -> list[Cell]:
     """Seed-major order: a partial run leaves whole seeds of every size, not all seeds of one size."""
-    return [Cell(size, variant, seed, transfer_epochs, learning_rate) for seed in SEEDS[:seeds] for size in sizes
-            for variant in variants]
+    return [Cell(size, variant, seed, transfer_epochs, learning_rate, label_smoothing,
+                 temperature if variant in TEACHER_VARIANTS else None)
+            for seed in SEEDS[:seeds] for size in sizes for variant in variants]
 
 
 # --------------------------------------------------------------------------------------------- workers
@@ -233,7 +248,10 @@ def run_cell(run, cell: Cell, folder: Path) -> dict[str, Any]:
     texts, labels, logits, max_steps = cell_data(run, cell)
     student_cfg = dataclasses.replace(config.student, num_layers=cell.size)
     train_cfg = dataclasses.replace(config.train, seed=cell.seed, max_steps=max_steps,
-                                    learning_rate=cell.learning_rate or config.train.learning_rate)
+                                    learning_rate=cell.learning_rate or config.train.learning_rate,
+                                    label_smoothing=config.train.label_smoothing if cell.label_smoothing is None
+                                    else cell.label_smoothing,
+                                    temperature=cell.temperature or config.train.temperature)
     dev, ev = run.splits.dev, run.splits.eval
     print(f"[frontier] {cell.name}: {len(texts)} texts, {'CE only' if logits is None else 'KD + CE'}"
           + (f", {max_steps} steps" if max_steps > 0 else ""), flush=True)
@@ -252,6 +270,8 @@ def run_cell(run, cell: Cell, folder: Path) -> dict[str, Any]:
     info = {"cell": cell.name, "size": cell.size, "variant": cell.variant, "label": cell.label, "seed": cell.seed,
             "transfer_epochs": cell.transfer_epochs if cell.variant in TRANSFER_VARIANTS else None,
             "learning_rate": cell.learning_rate, "trained_learning_rate": train_cfg.learning_rate,
+            "label_smoothing": cell.label_smoothing, "temperature": cell.temperature,
+            "trained_label_smoothing": train_cfg.label_smoothing, "trained_temperature": train_cfg.temperature,
             "train_examples": len(texts), "train_steps": result.steps, "selected_step": result.selected_step,
             "selected_dev_metric": result.selected_dev_metric, "train_wall_time_s": round(result.wall_time_s, 1),
             "params": result.total_params, "eval_examples_per_s_fp32": round(len(ev) / eval_s, 1),
@@ -315,11 +335,13 @@ def time_size(run, size: int, cells_dir: Path, out_dir: Path) -> dict[str, Any] 
 
 def cell_label(info: dict[str, Any]) -> str:
     """A finished cell's row label; cells written before transfer epochs were recorded ran one."""
-    return label_of(info["variant"], info.get("transfer_epochs") or 1.0, info.get("learning_rate"))
+    return label_of(info["variant"], info.get("transfer_epochs") or 1.0, info.get("learning_rate"),
+                    info.get("label_smoothing"), info.get("temperature"))
 
 
-def _label_order(info: dict[str, Any]) -> tuple[int, float, float]:
-    return VARIANTS.index(info["variant"]), info.get("transfer_epochs") or 1.0, info.get("learning_rate") or 0.0
+def _label_order(info: dict[str, Any]) -> tuple[int, float, float, float, float]:
+    return (VARIANTS.index(info["variant"]), info.get("transfer_epochs") or 1.0, info.get("learning_rate") or 0.0,
+            info.get("label_smoothing") or 0.0, info.get("temperature") or 0.0)
 
 
 def paired(y: np.ndarray, a: dict[str, Any], b: dict[str, Any], ev_cfg) -> dict[str, Any]:
@@ -407,7 +429,7 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
             else None
         if kind:
             dev_choice.setdefault(size, {}).setdefault(kind, label)
-    ce_labels: dict[int, list[str]] = {}  # per size, its CE-only rows, the one with the best mean dev score first
+    ce_labels: dict[int, list[str]] = {}  # per size, its CE-only rows, the one dev chose (grid_score) first
     for (size, label), members in sorted(groups.items(), key=lambda kv: -grid_score(kv[1])):
         if members[0]["variant"] == "ce":
             ce_labels.setdefault(size, []).append(label)
@@ -740,7 +762,8 @@ def _main(argv: list[str]) -> int:
                 print(f"[frontier] L{size}: {measured['texts_per_s']} texts/s onnx-int8, batch-1 p50 "
                       f"{measured['batch1_p50_ms']} ms", flush=True)
     elif not args.report:
-        cells = grid(args.size_list, args.variant_list, args.seeds, args.transfer_epochs, args.learning_rate)
+        cells = grid(args.size_list, args.variant_list, args.seeds, args.transfer_epochs, args.learning_rate,
+                     args.label_smoothing, args.temperature)
         if any(c.variant in TEACHER_VARIANTS for c in cells):
             prepare_teacher_once(run)
         started = time.perf_counter()

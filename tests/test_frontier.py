@@ -188,3 +188,15 @@ def test_the_teacher_candidate_table_joins_the_report_best_dev_first(tmp_path):
                                 "candidates": {"a": cand("a", 0.80, 0.91), "b": cand("b", 0.86, 0.90)}}))
     tc = bench.teacher_candidates(path)
     assert [r["name"] for r in tc["rows"]] == ["b", "a"] and tc["chosen"] == "b"
+
+
+def test_other_hyper_parameters_are_rows_of_their_own_and_ce_has_no_temperature():
+    bench = load_benchmark("frontier")
+    cells = bench.grid([2], ["ce", "kd_transfer"], 1, 2.0, 5e-4, 0.1, 4.0)
+    assert [c.name for c in cells] == ["L2_ce_lr0.0005_ls0.1_s42", "L2_kd_transfer_te2_lr0.0005_ls0.1_T4_s42"]
+    assert [c.name for c in bench.grid([2], ["ce", "kd_transfer"], 1, 2.0)] == ["L2_ce_s42", "L2_kd_transfer_te2_s42"]
+    # a finished cell's label is read back from its cell.json, old ones (no such keys) as before
+    info = {"variant": "kd_transfer", "transfer_epochs": 2.0, "learning_rate": None, "label_smoothing": 0.1,
+            "temperature": 4.0}
+    assert bench.cell_label(info) == "kd_transfer_te2_ls0.1_T4"
+    assert bench.cell_label({"variant": "ce", "transfer_epochs": None, "learning_rate": 3e-4}) == "ce_lr0.0003"

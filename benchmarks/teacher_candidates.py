@@ -51,11 +51,24 @@ def teacher_config(spec: str, name: str, base: Any) -> Any:
     return TeacherConfig(kind="ensemble", name=name, members=[member(f) for f in folders])
 
 
-def score(spec: str, name: str, config: Any, splits: Any) -> dict[str, Any]:
-    from findistill.evaluation.metrics import evaluate_row
-    from findistill.teachers import build_teacher
+def build_candidate(spec: str, name: str, base: Any, cache_dir: Path) -> Any:
+    """The candidate as a teacher: each member folder behind the teacher cache (:class:`CachedTeacher`, so a folder
+    scored once, alone or in an ensemble, is never run again on the same texts), several folders as their
+    :class:`EnsembleTeacher` (the mean of the members' probabilities, as ``kind: ensemble`` runs it)."""
+    from findistill.teachers import EnsembleTeacher, build_teacher
+    from findistill.teachers.cache import CachedTeacher
 
-    teacher = build_teacher(teacher_config(spec, name, config.teacher))
+    cfg = teacher_config(spec, name, base)
+    members = cfg.members if cfg.kind == "ensemble" else [cfg]
+    cached = [CachedTeacher(lambda m=m: build_teacher(m), cache_dir / Path(m.model).resolve().as_posix().strip("/")
+                            .replace("/", "__")) for m in members]
+    return EnsembleTeacher(cached, name=name) if cfg.kind == "ensemble" else cached[0]
+
+
+def score(spec: str, name: str, config: Any, splits: Any, cache_dir: Path) -> dict[str, Any]:
+    from findistill.evaluation.metrics import evaluate_row
+
+    teacher = build_candidate(spec, name, config.teacher, cache_dir)
     row: dict[str, Any] = {"name": name, "spec": spec, "params": teacher.num_parameters}
     for split_name, split in (("dev", splits.dev), ("validation", splits.eval)):
         start = time.perf_counter()
@@ -96,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="whose data, dev split and eval settings")
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--cache-dir", default=str(REPO / "runs" / "teacher_candidates" / "cache"),
+                   help="teacher cache of every member folder's logits (default: %(default)s, git-ignored)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     config = load_config(args.config)
@@ -107,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         name, sep, spec = item.partition("=")
         if not sep or not name or not spec:
             p.error(f"--candidate takes NAME=FOLDER[+FOLDER...], got {item!r}")
-        candidates[name] = score(spec, name, config, splits)
+        candidates[name] = score(spec, name, config, splits, Path(args.cache_dir))
         print(f"[teacher_candidates] {name}: dev macro-F1 {candidates[name]['dev']['macro_f1']:.4f}", flush=True)
     command = "python benchmarks/teacher_candidates.py" + "".join(" " + shlex.quote(a) for a in argv)
     commands = list(previous.get("commands", [])) + [command]

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow  # a benchmark script end to end
 
 
 def test_candidates_and_their_ensemble_are_scored_and_chosen_on_dev(tmp_path, tiny_bert_classifier_dir,
-                                                                     tiny_tfns_dir):
+                                                                     tiny_tfns_dir, monkeypatch):
     import shutil
 
     from findistill.config import TeacherConfig
@@ -37,7 +37,8 @@ def test_candidates_and_their_ensemble_are_scored_and_chosen_on_dev(tmp_path, ti
         model.classifier.bias += __import__("torch").tensor([2.0, 0.0, 0.0])
     model.save_pretrained(b)
     out = tmp_path / "out"
-    common = ["--config", str(config), "--out", str(out), "--data-dir", str(tiny_tfns_dir)]
+    common = ["--config", str(config), "--out", str(out), "--data-dir", str(tiny_tfns_dir), "--cache-dir",
+              str(tmp_path / "cache")]
     assert bench.main(common + ["--candidate", f"a={a}", "--candidate", f"b={b}"]) == 0
     assert bench.main(common + ["--candidate", f"ens={a}+{b}"]) == 0  # merged into the same table
     results = json.loads((out / "results.json").read_text())
@@ -58,3 +59,12 @@ def test_candidates_and_their_ensemble_are_scored_and_chosen_on_dev(tmp_path, ti
     expected = classification_metrics(np.asarray(splits.dev.labels), np.mean(probs, axis=0).argmax(1))
     assert results["candidates"]["ens"]["dev"]["macro_f1"] == pytest.approx(expected["macro_f1"])
     assert "| candidate |" in (out / "report.md").read_text()
+    # every member folder's logits are cached: scored again, alone or in another ensemble, it is read, not run
+    def no_inference(self, texts, progress=True):
+        raise AssertionError("the teacher ran although its logits were cached")
+
+    monkeypatch.setattr(ClassifierTeacher, "class_logits", no_inference)
+    assert bench.main(common + ["--candidate", f"a_again={a}", "--candidate", f"ens_again={b}+{a}"]) == 0
+    again = json.loads((out / "results.json").read_text())["candidates"]
+    assert again["a_again"]["dev"] == {**again["a"]["dev"], "seconds": again["a_again"]["dev"]["seconds"]}
+    assert again["ens_again"]["dev"]["macro_f1"] == pytest.approx(again["ens"]["dev"]["macro_f1"])

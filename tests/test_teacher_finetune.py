@@ -4,6 +4,7 @@ script runs end to end on a tiny config."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -219,3 +220,50 @@ def test_finetune_seed_makes_another_teacher_and_keeps_old_keys(tmp_path, tiny_l
         runs[name] = json.loads((out / "teacher" / SUMMARY_FILE).read_text())
     assert runs["default"]["seed"] == base.data.seed and runs["seed7"]["seed"] == 7
     assert runs["default"]["history"] != runs["seed7"]["history"]  # another head, another batch order
+
+
+def test_self_training_labels_transfer_texts_with_round_0_and_dev_keeps_the_better_round(tiny_bert_dir, tmp_path):
+    from findistill.config import SelfTrainingSettings
+    from findistill.errors import DataError
+
+    st = SelfTrainingSettings(enabled=True, min_confidence=0.34, max_texts=10)
+    ft = TeacherFinetuneConfig(enabled=True, method="head", parameters="full", epochs=1, learning_rate=5e-3,
+                               batch_size=8, self_training=st)
+    cfg = TeacherConfig(kind="classifier", model=str(tiny_bert_dir), name="tiny-bert", batch_size=16, max_length=24,
+                        finetune=ft)
+    train, dev = toy_split(40, 1, "train"), toy_split(12, 2, "dev")
+    transfer = TextSplit("transfer", toy_split(30, 3, "t").texts, [-1] * 30)
+    with pytest.raises(DataError, match="self_training needs unlabelled transfer texts"):
+        finetune_teacher(cfg, train, dev, tmp_path / "none", seed=0)
+    out = tmp_path / "teacher"
+    summary = finetune_teacher(cfg, train, dev, out, seed=0, transfer=transfer)
+    s = summary["self_training"]
+    assert s["transfer_texts"] == 30 and s["pseudo_texts"] == 10 and sum(s["pseudo_label_counts"].values()) == 10
+    rounds = s["rounds"]
+    assert [r["train_examples"] for r in rounds] == [40, 50]  # round 1: gold + the confident transfer texts
+    better = max((0, 1), key=lambda k: (rounds[k]["best"]["macro_f1"], -k))  # ties: round 0
+    assert s["kept_round"] == better
+    # the saved teacher is the kept round: its dev accuracy is that round's best epoch's
+    logits = ClassifierTeacher(TeacherConfig(kind="classifier", model=str(out))).class_logits(dev.texts,
+                                                                                                  progress=False)
+    assert float(np.mean(logits.argmax(1) == np.asarray(dev.labels))) == pytest.approx(
+        rounds[better]["best"]["accuracy"])
+    assert json.loads((out / SUMMARY_FILE).read_text())["self_training"]["kept_round"] == better
+    assert not list(tmp_path.glob(".teacher.round*"))  # the other round is gone, nothing half-written is left
+    strict = dataclasses.replace(cfg, finetune=dataclasses.replace(ft, self_training=SelfTrainingSettings(
+        enabled=True, min_confidence=0.999)))
+    with pytest.raises(DataError, match="min_confidence"):  # a random tiny teacher is never that sure
+        finetune_teacher(strict, train, dev, tmp_path / "strict", seed=0, transfer=transfer)
+
+
+def test_self_training_keys_the_fine_tune_on_the_transfer_texts_only_when_on(tmp_path, tiny_llama_dir, tiny_bert_dir):
+    from findistill.config import load_config
+    from findistill.pipeline.stages import stage_key
+
+    config = write_config(tmp_path / "c.yaml", tiny_llama_dir, tiny_bert_dir)
+    off, on = load_config(config), load_config(config, {"teacher.finetune.self_training.enabled": True})
+    data = {"train": "t", "dev": "d", "eval": "e", "transfer": "x"}
+    other = {**data, "transfer": "y"}
+    assert stage_key(off, data, "teacher_finetune") == stage_key(off, other, "teacher_finetune")
+    assert stage_key(on, data, "teacher_finetune") != stage_key(on, other, "teacher_finetune")
+    assert stage_key(on, data, "teacher_finetune") != stage_key(off, data, "teacher_finetune")

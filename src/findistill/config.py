@@ -156,6 +156,22 @@ class LoraSettings:
 
 
 @dataclass
+class SelfTrainingSettings:
+    """One round of self-training of the fine-tuned teacher on its own confident labels of the transfer texts."""
+
+    enabled: bool = _help(
+        "After the fine-tune on gold labels (round 0), the round-0 teacher labels the transfer texts (the held-out "
+        "slices excluded); a fresh copy of the base model is fine-tuned on gold + the texts it labelled with at least "
+        "min_confidence (hard labels), and the dev split keeps whichever round has the better macro-F1.", False)
+    min_confidence: float = _help("Lowest round-0 probability of a transfer text's class for it to be kept.", 0.9)
+    max_texts: int | None = _help("At most this many confident texts (a seeded draw); null: all of them.", None)
+
+    def __post_init__(self):
+        _check(0 < self.min_confidence < 1, "min_confidence", f"must be in (0, 1), got {self.min_confidence}")
+        _check(self.max_texts is None or self.max_texts >= 1, "max_texts", f"must be >= 1, got {self.max_texts}")
+
+
+@dataclass
 class TeacherFinetuneConfig:
     enabled: bool = _help("Fine-tune the teacher on gold labels (LoRA) before it labels anything.", False)
     method: Literal["verbalizer", "head"] = _help(
@@ -174,6 +190,8 @@ class TeacherFinetuneConfig:
     seed: int | None = _help(
         "Seed of the fine-tune (head initialisation, batch order, dropout); null: data.seed. Another seed gives "
         "another teacher of the same recipe, e.g. a member of an ensemble teacher.", None)
+    self_training: SelfTrainingSettings = _help(
+        "Self-training on the transfer texts, kept only where dev says it helps.", factory=SelfTrainingSettings)
     cross_fit_folds: int = _help(
         "0 = off. K >= 2: K more teachers, each fine-tuned on K-1 folds of the training split, label the fold they "
         "did not see (out-of-fold soft labels for the student's training rows); the teacher fine-tuned on all "
@@ -416,7 +434,8 @@ class TrainConfig:
 # Keys added to the config after stage keys (and checkpoint-resume keys) were introduced, with the value that means
 # "as before": while a config holds that value, the key is left out of every key that hashes its section, so run
 # folders, caches and checkpoints written before the key existed stay valid (tests/test_old_run.py).
-ADDED_KEYS: dict[str, Any] = {"data.transfer_holdout": 0, "teacher.finetune.seed": None, "train.label_smoothing": 0.0}
+ADDED_KEYS: dict[str, Any] = {"data.transfer_holdout": 0, "teacher.finetune.seed": None, "train.label_smoothing": 0.0,
+                              "teacher.finetune.self_training": dataclasses.asdict(SelfTrainingSettings())}
 
 
 def drop_added_defaults(section: dict, prefix: str = "") -> dict:

@@ -102,16 +102,10 @@ class Run:
 
     def teacher_config(self, tuned: Path | None = None):
         """The teacher as configured, or pointing at a fine-tuned teacher folder (default ``<run>/teacher``)."""
+        from findistill.teachers import tuned_teacher_config
+
         cfg = self.config.teacher
-        tuned = tuned or self.out / "teacher"
-        if cfg.finetune.enabled:
-            # method "head" saves a sequence classifier (canonical id2label); "verbalizer" a causal LM.
-            # The tuned teacher is read with the prompt it was tuned with: no demonstrations (few_shot 0), which
-            # its fingerprint records.
-            kind = "classifier" if cfg.finetune.method == "head" else cfg.kind
-            cfg = dataclasses.replace(cfg, kind=kind, model=str(tuned), revision=None, label_map={}, few_shot=0,
-                                      name=f"{cfg.display_name} (fine-tuned)")
-        return cfg
+        return tuned_teacher_config(cfg, tuned or self.out / "teacher") if cfg.finetune.enabled else cfg
 
     def teacher_key(self, fold: int | None = None) -> str:
         """Hash of the teacher's inputs (config, few-shot pool, fine-tune); ``fold``: a cross-fitted fold teacher."""
@@ -274,6 +268,8 @@ class Run:
         if stage == "teacher_finetune" and records.get(stage, {}).get("key") != key and is_main():
             for folder in (self.out / "teacher", self.out / "teacher_folds"):
                 shutil.rmtree(folder, ignore_errors=True)
+            for folder in self.out.glob(".teacher.round*"):  # self-training rounds of another config
+                shutil.rmtree(folder, ignore_errors=True)
         for name in downstream(stage):
             records.pop(name, None)
         records[stage] = {"key": key, "inputs": inputs, "finished": None}
@@ -296,13 +292,15 @@ class Run:
 
         ft = self.config.teacher.finetune
         seed = self.config.data.seed if ft.seed is None else ft.seed
+        transfer = self.splits.transfer if ft.self_training.enabled else None  # held-out slices never in it
         target = self.out / "teacher"
         if (target / "config.json").is_file():  # finished before an interruption of this stage
             _say(f"[teacher_finetune] reusing {target}")
         else:
             _say(f"[teacher_finetune] fine-tuning the teacher on gold labels ({ft.parameters}; dev split for "
                  "selection)")
-            finetune_teacher(self.config.teacher, self.splits.train, self.splits.dev, target, seed=seed)
+            finetune_teacher(self.config.teacher, self.splits.train, self.splits.dev, target, seed=seed,
+                             transfer=transfer)
         train = self.splits.train
         for k, rows in enumerate(self.folds() if ft.cross_fit_folds else []):
             if (self.fold_dir(k) / "config.json").is_file():
@@ -311,7 +309,7 @@ class Run:
             _say(f"[teacher_finetune] cross-fitting: fold teacher {k + 1}/{ft.cross_fit_folds}, blind to "
                  f"{len(rows)} training texts")
             finetune_teacher(self.config.teacher, train.subset([i for i in range(len(train)) if i not in held_out]),
-                             self.splits.dev, self.fold_dir(k), seed=seed)
+                             self.splits.dev, self.fold_dir(k), seed=seed, transfer=transfer)
         self._finish("teacher_finetune")
 
     def stage_teacher_check(self) -> None:

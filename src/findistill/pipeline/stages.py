@@ -115,7 +115,8 @@ def stage_inputs(config: RunConfig, data: dict, stage: str) -> dict | None:
         if not c.teacher.finetune.enabled:
             return None
         return {"teacher": _teacher_section(c.teacher, INFERENCE_ONLY), "seed": c.data.seed, "train": data["train"],
-                "dev": data["dev"]}
+                "dev": data["dev"], **({"transfer": data["transfer"]} if c.teacher.finetune.self_training.enabled
+                                       else {})}
     teacher = short_hash(teacher_inputs(c, data))
     if stage == "teacher_check":
         return {"teacher": teacher, "dev": data["dev"], "train": data["train"], "chunk_size": c.cache.chunk_size}

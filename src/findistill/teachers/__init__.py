@@ -12,7 +12,7 @@ from __future__ import annotations
 from findistill.teachers.base import Teacher
 from findistill.teachers.classifier import ClassifierTeacher
 from findistill.teachers.ensemble import EnsembleTeacher
-from findistill.teachers.factory import build_teacher
+from findistill.teachers.factory import build_teacher, tuned_teacher_config
 from findistill.teachers.prompted import PromptedLMTeacher
 
-__all__ = ["ClassifierTeacher", "EnsembleTeacher", "PromptedLMTeacher", "Teacher", "build_teacher"]
+__all__ = ["ClassifierTeacher", "EnsembleTeacher", "PromptedLMTeacher", "Teacher", "build_teacher", "tuned_teacher_config"]

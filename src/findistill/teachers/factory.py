@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Sequence
 
 
@@ -41,3 +43,12 @@ def build_teacher(
         members = [build_teacher(m, train_texts, train_labels, seed) for m in cfg.members]
         return EnsembleTeacher(members, name=cfg.name)
     raise ModelError(f"unknown teacher kind {cfg.kind!r}")
+
+
+def tuned_teacher_config(cfg: TeacherConfig, folder: str | Path) -> TeacherConfig:
+    """How a teacher fine-tuned from ``cfg`` (``teacher.finetune``) and saved in ``folder`` is read: method ``head``
+    saved a sequence classifier (canonical id2label), ``verbalizer`` a causal LM read with the prompt it was tuned
+    with, without demonstrations (few_shot 0, which its fingerprint records)."""
+    kind = "classifier" if cfg.finetune.method == "head" else cfg.kind
+    return dataclasses.replace(cfg, kind=kind, model=str(folder), revision=None, label_map={}, few_shot=0,
+                               name=f"{cfg.display_name} (fine-tuned)")

@@ -23,7 +23,9 @@ with the tokenizer (chat template included) and ``finetune_summary.json``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -211,18 +213,15 @@ def _prepare_head(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, device: 
     return model, tokenizer, dataset, kwargs, evaluate
 
 
-def finetune_teacher(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, out_dir: Path, seed: int = 0) -> dict:
-    """LoRA fine-tune ``cfg``'s causal LM on ``train`` (gold labels), pick the best epoch on ``dev``, save merged.
+def finetune_teacher(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, out_dir: Path, seed: int = 0,
+                     transfer: TextSplit | None = None) -> dict:
+    """Fine-tune ``cfg``'s teacher on ``train`` (gold labels), pick the best epoch on ``dev``, save it (LoRA merged).
 
-    Returns (and writes to ``out_dir/finetune_summary.json``) a summary: per-epoch dev accuracy / macro-F1, the
-    dev metrics before training, the best epoch, wall times, trainable / total parameters.
+    With ``cfg.finetune.self_training.enabled``, that teacher (round 0) then labels ``transfer`` and a fresh copy of
+    the base model is fine-tuned on gold + its confident labels (round 1); dev keeps the better round
+    (:func:`self_train`). Returns (and writes to ``out_dir/finetune_summary.json``) a summary: per-epoch dev accuracy
+    / macro-F1, the dev metrics before training, the best epoch, wall times, trainable / total parameters.
     """
-    from transformers import set_seed
-
-    from findistill.models.student import count_parameters
-    from findistill.models.devices import pick_device, pick_dtype
-    from findistill.training.trainer import DistillationTrainer, training_arguments
-
     ft = cfg.finetune
     if not (cfg.kind == "prompted_lm" or (cfg.kind == "classifier" and ft.method == "head")):
         raise ModelError(f"teacher fine-tuning needs a prompted_lm teacher, or a classifier teacher with method "
@@ -230,11 +229,81 @@ def finetune_teacher(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, out_d
     labelled = [i for i, y in enumerate(train.labels) if int(y) >= 0]
     if not labelled or not len(dev):
         raise DataError("teacher fine-tuning needs labelled training texts and a non-empty dev split")
+    if ft.self_training.enabled and (transfer is None or not len(transfer)):
+        raise DataError("teacher.finetune.self_training needs unlabelled transfer texts (data.transfer_files)")
     if cfg.few_shot:
         log.info("[teacher_finetune] few_shot=%d ignored: training, selection and the saved teacher use no "
                  "demonstrations (set teacher.few_shot: 0 to read the tuned teacher the same way)", cfg.few_shot)
     cfg0 = dataclasses.replace(cfg, few_shot=0)
     train = stratified_subsample(train.subset(labelled), ft.max_train_examples, seed)
+    if ft.self_training.enabled:
+        return self_train(cfg0, train, dev, transfer, Path(out_dir), seed)  # type: ignore[arg-type]
+    return _fit_and_save(cfg0, train, dev, Path(out_dir), seed)
+
+
+def self_train(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, transfer: TextSplit, out_dir: Path,
+               seed: int) -> dict:
+    """Round 0 (gold) and round 1 (gold + round 0's confident labels of ``transfer``), each fine-tuned from the base
+    model and saved beside ``out_dir``; the round with the better dev macro-F1 (ties: round 0) becomes ``out_dir``.
+    A finished round is reused after an interruption."""
+    from findistill.teachers import build_teacher, tuned_teacher_config
+
+    st = cfg.finetune.self_training
+    rounds = [out_dir.parent / f".{out_dir.name}.round{k}" for k in (0, 1)]
+    summaries = [_finished(rounds[0]) or _fit_and_save(cfg, train, dev, rounds[0], seed)]
+    reader = build_teacher(tuned_teacher_config(cfg, rounds[0]))  # round 0, read as the pipeline reads a tuned teacher
+    probs = torch.softmax(torch.from_numpy(np.asarray(reader.class_logits(transfer.texts), dtype=np.float32)),
+                          dim=-1).numpy()  # [N, 3]
+    reader.release()
+    confident = np.flatnonzero(probs.max(1) >= st.min_confidence)
+    if st.max_texts is not None and len(confident) > st.max_texts:
+        confident = np.sort(np.random.default_rng(seed).choice(confident, st.max_texts, replace=False))
+    if not len(confident):
+        raise DataError(f"teacher.finetune.self_training: no transfer text has a round-0 class probability >= "
+                        f"{st.min_confidence}; lower teacher.finetune.self_training.min_confidence")
+    pseudo = transfer.subset(confident.tolist())
+    pseudo = TextSplit("pseudo", pseudo.texts, [int(c) for c in probs[confident].argmax(1)])
+    log.info("[teacher_finetune] self-training: %d of %d transfer texts at confidence >= %g (%s)", len(pseudo),
+             len(transfer), st.min_confidence, pseudo.label_counts())
+    both = TextSplit(train.name, list(train.texts) + list(pseudo.texts), list(train.labels) + list(pseudo.labels))
+    summaries.append(_finished(rounds[1]) or _fit_and_save(cfg, both, dev, rounds[1], seed))
+    kept = 1 if summaries[1]["best"]["macro_f1"] > summaries[0]["best"]["macro_f1"] else 0
+    summary = {**summaries[kept], "self_training": {
+        **dataclasses.asdict(st), "transfer_texts": len(transfer), "pseudo_texts": len(pseudo),
+        "pseudo_label_counts": pseudo.label_counts(), "kept_round": kept,
+        "rounds": [{"round": k, "train_examples": s["train_examples"], "best_epoch": s["best_epoch"],
+                    "best": s["best"], "history": s["history"], "train_wall_time_s": s["train_wall_time_s"]}
+                   for k, s in enumerate(summaries)],
+        "selection": "the round with the higher dev macro-F1 (ties: round 0); the evaluation split is unused"}}
+
+    def keep() -> None:
+        atomic_write_json(rounds[kept] / SUMMARY_FILE, summary)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(rounds[kept], out_dir)
+        shutil.rmtree(rounds[1 - kept], ignore_errors=True)
+
+    on_main(keep)
+    log.info("[teacher_finetune] self-training: dev keeps round %d (macro-F1 %.4f vs %.4f)", kept,
+             summaries[kept]["best"]["macro_f1"], summaries[1 - kept]["best"]["macro_f1"])
+    return summary
+
+
+def _finished(folder: Path) -> dict | None:
+    """The summary of a round saved before an interruption (its folder is written atomically), else None."""
+    path = folder / SUMMARY_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _fit_and_save(cfg0: TeacherConfig, train: TextSplit, dev: TextSplit, out_dir: Path, seed: int) -> dict:
+    """One fine-tune of the base model on ``train`` (gold or pseudo labels), the best dev epoch saved to ``out_dir``."""
+    from transformers import set_seed
+
+    from findistill.models.student import count_parameters
+    from findistill.models.devices import pick_device, pick_dtype
+    from findistill.training.trainer import DistillationTrainer, training_arguments
+
+    ft = cfg0.finetune
     out_dir = Path(out_dir)
     start = time.perf_counter()
     set_seed(seed)
@@ -250,7 +319,7 @@ def finetune_teacher(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, out_d
     scratch = out_dir.parent / f".{out_dir.name}.train"
     best = _BestEpoch(evaluate)
     trainer_cls = VerbalizerTrainer if ft.method == "verbalizer" else DistillationTrainer
-    trainer = trainer_cls(model=model, args=training_arguments(_train_config(cfg, len(train), seed), scratch),
+    trainer = trainer_cls(model=model, args=training_arguments(_train_config(cfg0, len(train), seed), scratch),
                           train_dataset=dataset, processing_class=tokenizer, callbacks=[best], **kwargs)
     train_start = time.perf_counter()
     output = trainer.train()
@@ -261,16 +330,16 @@ def finetune_teacher(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, out_d
     model.eval()
     # plain transformers model (with the best epoch's LoRA merged in, when LoRA trained)
     merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-    merged.to(dtype=pick_dtype(cfg.dtype, device))
+    merged.to(dtype=pick_dtype(cfg0.dtype, device))
     if ft.method == "verbalizer":
         merged.config.use_cache = True
     summary = {
-        "method": ft.method, "model": cfg.model, "revision": cfg.revision, "seed": seed,
+        "method": ft.method, "model": cfg0.model, "revision": cfg0.revision, "seed": seed,
         "train_examples": len(train), "train_label_counts": train.label_counts(), "dev_examples": len(dev),
         "train_texts_sha256": texts_hash(train.texts),  # which texts it saw (cross-fitting is checked against it)
         "epochs": ft.epochs, "learning_rate": ft.learning_rate, "batch_size": ft.batch_size,
         "parameters": ft.parameters, "lora": dataclasses.asdict(ft.lora) if ft.parameters == "lora" else None,
-        "few_shot": 0, "prompt": cfg.prompt if ft.method == "verbalizer" else None,
+        "few_shot": 0, "prompt": cfg0.prompt if ft.method == "verbalizer" else None,
         "total_params": total, "trainable_params": trainable, "dev_before": before, "history": best.history,
         "best_epoch": best.best["epoch"] if best.best else None, "best": best.best,
         "selection": "highest dev macro-F1 over the epochs (ties: the earlier epoch); the evaluation split is unused",

@@ -38,7 +38,7 @@ from transformers import Trainer, TrainerCallback
 from findistill.teachers.cache import texts_hash
 from findistill.config import StudentConfig, TeacherConfig, TrainConfig, save_config
 from findistill.data.splits import TextSplit, stratified_subsample
-from findistill.distributed import on_main
+from findistill.distributed import barrier, on_main
 from findistill.errors import DataError, ModelError, first_line
 from findistill.io import atomic_directory, atomic_write_json
 
@@ -251,6 +251,7 @@ def self_train(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, transfer: T
     st = cfg.finetune.self_training
     rounds = [out_dir.parent / f".{out_dir.name}.round{k}" for k in (0, 1)]
     summaries = [_finished(rounds[0]) or _fit_and_save(cfg, train, dev, rounds[0], seed)]
+    barrier()  # under several processes the main one saved round 0; every process reads it next
     reader = build_teacher(tuned_teacher_config(cfg, rounds[0]))  # round 0, read as the pipeline reads a tuned teacher
     probs = torch.softmax(torch.from_numpy(np.asarray(reader.class_logits(transfer.texts), dtype=np.float32)),
                           dim=-1).numpy()  # [N, 3]
@@ -267,6 +268,7 @@ def self_train(cfg: TeacherConfig, train: TextSplit, dev: TextSplit, transfer: T
              len(transfer), st.min_confidence, pseudo.label_counts())
     both = TextSplit(train.name, list(train.texts) + list(pseudo.texts), list(train.labels) + list(pseudo.labels))
     summaries.append(_finished(rounds[1]) or _fit_and_save(cfg, both, dev, rounds[1], seed))
+    barrier()
     kept = 1 if summaries[1]["best"]["macro_f1"] > summaries[0]["best"]["macro_f1"] else 0
     summary = {**summaries[kept], "self_training": {
         **dataclasses.asdict(st), "transfer_texts": len(transfer), "pseudo_texts": len(pseudo),

@@ -504,8 +504,14 @@ def _pm(mean: float, sd: float | None, digits: int = 3) -> str:
     return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None else "")
 
 
+def provisional(status: str, seeds: int) -> str:
+    """A verdict on fewer seeds than the targets ask for (3) says so."""
+    return status if seeds >= len(SEEDS) else f"provisional ({status} on {seeds} seed{'s' * (seeds > 1)} of {len(SEEDS)})"
+
+
 def check_targets(results: dict[str, Any]) -> list[dict[str, str]]:
-    """The issue's targets, each met / missed / not measured, with the value behind the verdict."""
+    """The issue's targets, each met / missed / provisional (fewer than 3 seeds) / not measured, with the value behind
+    the verdict."""
     rows = {(r["size"], r["variant"]): r for r in results["frontier"]}
     out = []
 
@@ -522,15 +528,16 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, str]]:
         row = rows.get((size, label))
         acc, f1 = TARGETS[f"l{size}_accuracy"], TARGETS[f"l{size}_macro_f1"]
         add(f"distilled L{size} (dev-chosen) accuracy >= {acc:.2f} and macro-F1 >= {f1:.2f}",
-            "not measured" if row is None else ("met" if row["accuracy_mean"] >= acc and row["macro_f1_mean"] >= f1
-                                                else "missed"),
+            "not measured" if row is None else provisional(
+                "met" if row["accuracy_mean"] >= acc and row["macro_f1_mean"] >= f1 else "missed", len(row["seeds"])),
             "—" if row is None else f"{label}: {row['accuracy_mean']:.4f} / {row['macro_f1_mean']:.4f} "
                                     f"({len(row['seeds'])} seeds)")
     for size in (6, 3, 2):
         label = (chosen.get(str(size)) or {}).get("distilled")
         gain = next((g for g in results["gains"] if g["size"] == size and g["variant"] == label), None)
         add(f"L{size}: dev-chosen distilled − dev-chosen CE-only >= +{TARGETS['gain_points']} points, paired CI > 0 "
-            "on each of 3 seeds", "not measured" if gain is None else ("met" if gain["meets_target"] else "missed"),
+            "on each of 3 seeds", "not measured" if gain is None else provisional(
+                "met" if gain["meets_target"] else "missed", len(gain["seeds"])),
             "—" if gain is None else f"{gain['variant']} vs {(chosen.get(str(size)) or {}).get('ce')}: mean "
             f"{gain['mean_gain_points']:+.2f} points over seeds {gain['seeds']}, CI > 0 on every seed: "
             f"{gain['gain_on_every_seed']}")

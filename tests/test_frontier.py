@@ -200,3 +200,9 @@ def test_other_hyper_parameters_are_rows_of_their_own_and_ce_has_no_temperature(
             "temperature": 4.0}
     assert bench.cell_label(info) == "kd_transfer_te2_ls0.1_T4"
     assert bench.cell_label({"variant": "ce", "transfer_epochs": None, "learning_rate": 3e-4}) == "ce_lr0.0003"
+
+
+def test_a_verdict_on_fewer_than_three_seeds_is_provisional():
+    bench = load_benchmark("frontier")
+    assert bench.provisional("missed", 1) == "provisional (missed on 1 seed of 3)"
+    assert bench.provisional("met", 2) == "provisional (met on 2 seeds of 3)" and bench.provisional("met", 3) == "met"

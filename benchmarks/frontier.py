@@ -643,7 +643,7 @@ def render(results: dict[str, Any], config_yaml: str) -> str:
                      f"{seeds} | {t.get('texts_per_s', '—')} | {t.get('batch1_p50_ms', '—')} | "
                      f"{-t['int8_loss_points'] if t else '—'} |")
     lines += ["", "## Gains over CE-only, per seed (paired, accuracy points)", "",
-              "Against the CE-only row of each size with the best mean dev macro-F1 (validation never picks it): "
+              "Against the CE-only row that dev chose for each size (the selection rule above; validation never picks it): "
               + ", ".join(f"L{size} `{label}`" for size, label in sorted(results.get("ce_baselines", {}).items(),
                                                                         key=lambda kv: -int(kv[0]))) + ".", "",
               f"| size | variant | seed | gain [{level} CI] | McNemar p |", "|---|---|---:|---:|---:|"]

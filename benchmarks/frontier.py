@@ -540,8 +540,9 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, str]]:
                 "met" if gain["gain_on_every_seed"] and gain.get("min_gain_points", -1.0) >= TARGETS["gain_points"]
                 else "missed", len(gain["seeds"])),
             "—" if gain is None else f"{gain['variant']} vs {(chosen.get(str(size)) or {}).get('ce')}: mean "
-            f"{gain['mean_gain_points']:+.2f} points over seeds {gain['seeds']}, CI > 0 on every seed: "
-            f"{gain['gain_on_every_seed']}")
+            f"{gain['mean_gain_points']:+.2f} points over seeds {gain['seeds']} (smallest seed "
+            f"{gain.get('min_gain_points', float('nan')):+.2f}; each seed must reach +{TARGETS['gain_points']}), "
+            f"CI > 0 on every seed: {gain['gain_on_every_seed']}")
     compact = [(r, r["timing"]) for r in results["frontier"] if r["size"] in (2, 3) and r["timing"]]
     ok = [(r, t) for r, t in compact if r["accuracy_mean"] >= TARGETS["compact_accuracy"]
           and t["texts_per_s"] >= TARGETS["compact_texts_per_s"] and t["int8_loss_points"] <= TARGETS["int8_loss_points"]]

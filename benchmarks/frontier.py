@@ -645,7 +645,8 @@ def render(results: dict[str, Any], config_yaml: str) -> str:
                      f"{seeds} | {t.get('texts_per_s', '—')} | {t.get('batch1_p50_ms', '—')} | "
                      f"{-t['int8_loss_points'] if t else '—'} |")
     lines += ["", "## Gains over CE-only, per seed (paired, accuracy points)", "",
-              "Against the CE-only row that dev chose for each size (the selection rule above; validation never picks it): "
+              "Against the CE-only row that dev chose for each size (the selection rule above; validation never "
+              "picks it): "
               + ", ".join(f"L{size} `{label}`" for size, label in sorted(results.get("ce_baselines", {}).items(),
                                                                         key=lambda kv: -int(kv[0]))) + ".", "",
               f"| size | variant | seed | gain [{level} CI] | McNemar p |", "|---|---|---:|---:|---:|"]
@@ -660,8 +661,8 @@ def render(results: dict[str, Any], config_yaml: str) -> str:
         lines += ["", "## Controls of the distilled students, per seed (paired, accuracy points)", "",
                   "Against CE-only trained for the same number of steps (is it more steps?), against KD on the gold "
                   "texts alone (is it the transfer texts?), for out-of-fold labels against in-fold labels at the "
-                  "same steps (`kd_transfer_oof` vs `kd_transfer`), and, for the distilled row dev chose, against the CE-only rows dev did not pick "
-                  "(e.g. CE-only at the distilled student's learning rate).", "",
+                  "same steps (`kd_transfer_oof` vs `kd_transfer`), and, for the distilled row dev chose, against "
+                  "the CE-only rows dev did not pick (e.g. CE-only at the distilled student's learning rate).", "",
                   f"| size | student | against | seed | difference [{level} CI] | McNemar p |",
                   "|---|---|---|---:|---:|---:|"]
         for c in results["controls"]:

@@ -219,7 +219,7 @@ def test_targets_are_judged_on_the_dev_chosen_rows_and_say_how_many_seeds():
         "frontier": [
             {"size": 2, "variant": "kd_transfer_te2", "accuracy_mean": 0.885, "macro_f1_mean": 0.845,
              "seeds": [42], "timing": timing},
-            # a better row dev did not choose is not what the target reads
+            # another distilled row, which dev did not choose, is not what the targets read
             {"size": 2, "variant": "kd_transfer_te2_lr0.0005", "accuracy_mean": 0.80, "macro_f1_mean": 0.70,
              "seeds": [42, 43, 44], "timing": None}],
         "gains": [{"size": 2, "variant": "kd_transfer_te2", "seeds": [42, 43, 44], "gain_on_every_seed": True,

@@ -105,6 +105,14 @@ def test_frontier_cells_resume_and_report(tmp_path, tiny_bert_classifier_dir, ti
     assert (1, "ce", "topic") in fid and fid[(1, "ce", "topic")]["n"] == 4
     assert all(0 <= f["agreement_mean"] <= 1 and f["mean_kl"] >= 0 for f in fid.values())
     assert "## Fidelity per transfer source" in (out / "report.md").read_text()
+    # CE-only at matched steps is a control at any learning rate it ran (the tuned CE-only row's rate, say), and is
+    # never a candidate for the CE-only row dev chooses
+    assert bench.main(common + ["--variants", "ce_matched", "--seeds", "1", "--transfer-epochs", "2",
+                                "--learning-rate", "1e-9"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert ("kd_transfer_te2", "ce_matched_te2_lr1e-09", 42) in {(c["a"], c["b"], c["seed"])
+                                                                  for c in results["controls"]}
+    assert results["dev_choice"]["1"] == chosen
     other = next(label for label in dev if label != baseline)
     assert {c["b"] for c in results["comparisons"] if c["a"] == "kd_transfer_te2"} == {baseline}
     # the CE-only rows dev did not pick are controls of the distilled row dev chose, and of no other distilled row
@@ -123,7 +131,7 @@ def test_frontier_cells_resume_and_report(tmp_path, tiny_bert_classifier_dir, ti
     assert (out / "frontier.png").stat().st_size > 0
     # the report names every invocation that made it, in order, not only the last
     commands = results["commands"]
-    assert len(commands) == 4 and "--learning-rate 1e-9" in commands[2] and commands[3].endswith("--timing")
+    assert len(commands) == 5 and "--learning-rate 1e-9" in commands[2] and commands[4].endswith("--timing")
     assert all(f"`{c}`" in (out / "report.md").read_text() for c in commands)
 
 

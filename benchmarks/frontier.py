@@ -16,7 +16,8 @@ scores it on the evaluation split. Variants:
 * ``kd``: ``alpha·T²·KL + (1−alpha)·CE`` on the gold training texts;
 * ``kd_transfer``: ``kd`` plus the transfer texts, which get the KD term only;
 * ``ce_matched``: ``ce`` trained for as many optimizer steps as ``kd_transfer`` (more epochs over the gold
-  texts), so that "more steps" and "the teacher's knowledge" are told apart;
+  texts), so that "more steps" and "the teacher's knowledge" are told apart; a training length of the CE-only
+  kind, so dev may choose it as the CE-only row;
 * ``kd_transfer_oof``: ``kd_transfer`` whose training-row soft labels come from cross-fitted teachers that did not
   see the row (needs ``teacher.finetune.cross_fit_folds``).
 
@@ -26,9 +27,9 @@ is the fastest layout on a small CPU): each claims a cell (``<cell>/claim``, hol
 skips cells a live worker holds; the teacher is prepared by one worker while the others wait.
 ``--report`` merges whatever cells exist: per row the mean ± sd over seeds, each
 seed's accuracy with its bootstrap CI, and per seed the paired bootstrap and McNemar test of each variant against
-the CE-only row of its size that dev chose (SELECTION_RULE: ``ce``, or ``ce_lr<LR>`` from ``--learning-rate``: a
-recipe's learning rate may suit KD and not CE, so CE-only gets its own grid; ``--label-smoothing`` and ``--temperature``
-give rows of their own the same way); a gain is called a gain only when the
+the CE-only row of its size that dev chose (SELECTION_RULE: ``ce``, ``ce_matched`` or either with ``_lr<LR>`` from
+``--learning-rate``: a recipe's learning rate and length may suit KD and not CE, so CE-only gets its own grid;
+``--label-smoothing`` and ``--temperature`` give rows of their own the same way); a gain is called a gain only when the
 paired CI is above zero on every seed. ``--timing`` exports the first
 seed's ``kd_transfer`` student of each size to onnx-int8 and measures texts/s over the evaluation texts (the
 classifier ``findistill predict`` uses, model load excluded, batch 64, length-sorted) and batch-1 latency.
@@ -56,13 +57,16 @@ from findistill.machine import machine_info  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "benchmarks" / "configs" / "frontier.yaml"
 VARIANTS = ("ce", "kd", "kd_transfer", "ce_matched", "kd_transfer_oof")
-TEACHER_VARIANTS = {"kd", "kd_transfer", "kd_transfer_oof"}
+# The two kinds that dev chooses a row of (SELECTION_RULE): CE-only at any training length, and distilled
+KIND = {"ce": "ce", "ce_matched": "ce", "kd": "distilled", "kd_transfer": "distilled", "kd_transfer_oof": "distilled"}
+TEACHER_VARIANTS = {variant for variant, kind in KIND.items() if kind == "distilled"}
 TRANSFER_VARIANTS = {"kd_transfer", "kd_transfer_oof", "ce_matched"}  # their length follows --transfer-epochs
 SEEDS = (42, 43, 44)
 TARGETS = {"l6_accuracy": 0.89, "l6_macro_f1": 0.86, "l2_accuracy": 0.88, "l2_macro_f1": 0.84, "gain_points": 1.5,
            "compact_accuracy": 0.87, "compact_texts_per_s": 1000.0, "int8_loss_points": 0.5, "teacher_accuracy": 0.905}
 SELECTION_RULE = ("Each size's CE-only row and its distilled row are chosen the same way: among the rows of a kind "
-                  "(CE-only rows; distilled rows, KD with or without transfer texts; any learning rate, label "
+                  "(CE-only rows, over the gold texts' epochs or for as many steps as a distilled student "
+                  "(`ce_matched`); distilled rows, KD with or without transfer texts; any learning rate, label "
                   "smoothing or temperature), the one with the best dev macro-F1 on the grid seed "
                   f"({SEEDS[0]}; one seed per grid point, then more seeds at the chosen setting, which cannot change "
                   "the choice). The validation split chooses nothing; the targets and gains below are stated for "
@@ -425,14 +429,10 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
     for info in cells.values():
         groups.setdefault((info["size"], info["label"]), []).append(info)
     dev_choice: dict[int, dict[str, str]] = {}  # per size, the dev-chosen CE-only and distilled rows (SELECTION_RULE)
-    for (size, label), members in sorted(groups.items(), key=lambda kv: -grid_score(kv[1])):
-        kind = "ce" if members[0]["variant"] == "ce" else "distilled" if members[0]["variant"] in TEACHER_VARIANTS \
-            else None
-        if kind:
-            dev_choice.setdefault(size, {}).setdefault(kind, label)
     ce_labels: dict[int, list[str]] = {}  # per size, its CE-only rows, the one dev chose (grid_score) first
     for (size, label), members in sorted(groups.items(), key=lambda kv: -grid_score(kv[1])):
-        if members[0]["variant"] == "ce":
+        dev_choice.setdefault(size, {}).setdefault(KIND[members[0]["variant"]], label)
+        if KIND[members[0]["variant"]] == "ce":
             ce_labels.setdefault(size, []).append(label)
 
     def same_seed(size: int, label: str, seed: int) -> dict[str, Any] | None:
@@ -449,23 +449,23 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
                              "train_steps": m["train_steps"], "selected_step": m["selected_step"],
                              "train_wall_time_s": m["train_wall_time_s"], "train_examples": m["train_examples"]})
             base = same_seed(size, ce_labels[size][0], m["seed"]) if size in ce_labels else None
-            if m["variant"] != "ce" and base is not None:
+            if KIND[m["variant"]] == "distilled" and base is not None:
                 comparisons.append(paired(y, m, base, ev_cfg))
+            others = []
             if variant == dev_choice.get(size, {}).get("distilled"):  # the CE-only rows dev did not pick, same seed
-                for label in ce_labels.get(size, [])[1:]:
-                    if (other := same_seed(size, label, m["seed"])) is not None:
-                        controls.append(paired(y, m, other, ev_cfg))
+                others += [o for label in ce_labels.get(size, [])[1:] if (o := same_seed(size, label, m["seed"]))]
             if m["variant"] in ("kd_transfer", "kd_transfer_oof"):  # the controls of a transfer student
                 epochs = m.get("transfer_epochs") or 1.0
                 # CE-only at the same steps, at every learning rate it ran (the tuned CE-only row's rate among them)
-                others = [c for c in cells.values() if c["variant"] == "ce_matched" and c["size"] == size
-                          and c["seed"] == m["seed"] and (c.get("transfer_epochs") or 1.0) == epochs]
+                others += [c for c in cells.values() if c["variant"] == "ce_matched" and c["size"] == size
+                           and c["seed"] == m["seed"] and (c.get("transfer_epochs") or 1.0) == epochs
+                           and c is not base]
                 kin = [Cell(size, "kd", m["seed"])]
                 if m["variant"] == "kd_transfer_oof":  # out-of-fold against in-fold labels, same steps
                     kin.append(Cell(size, "kd_transfer", m["seed"], epochs))
                 others += [cells[c.name] for c in kin if c.name in cells]
-                for other in others:
-                    controls.append(paired(y, m, other, ev_cfg))
+            for other in {o["cell"]: o for o in others}.values():  # each control once
+                controls.append(paired(y, m, other, ev_cfg))
         acc_mean, acc_sd = _mean_sd([s["accuracy"] for s in per_seed])
         f1_mean, f1_sd = _mean_sd([s["macro_f1"] for s in per_seed])
         speed = timing.get(str(size)) if variant == (timing.get(str(size)) or {}).get("variant") else None
@@ -491,7 +491,7 @@ def build_report(run, cells_dir: Path, timing: dict[str, Any], command: str) -> 
             "fidelity": fidelity_rows, "comparisons": comparisons, "gains": verdicts,
             "ce_baselines": {str(size): labels[0] for size, labels in ce_labels.items()},
             "dev_choice": {str(size): choice for size, choice in dev_choice.items()}, "selection_rule": SELECTION_RULE,
-            "grid": [{"size": size, "row": label, "variant": members[0]["variant"],
+            "grid": [{"size": size, "row": label, "variant": members[0]["variant"], "kind": KIND[members[0]["variant"]],
                       "learning_rate": members[0].get("trained_learning_rate"), "seeds": sorted(m["seed"] for m in members),
                       "dev_macro_f1_mean": float(np.mean([m["selected_dev_metric"] or 0.0 for m in members])),
                       "dev_macro_f1_grid_seed": grid_score(members),

@@ -56,11 +56,15 @@ def test_frontier_cells_resume_and_report(tmp_path, tiny_bert_classifier_dir, ti
     assert ce["train_steps"] == -(-n_train // 8)
     rows = {(r["size"], r["variant"]): r for r in results["frontier"]}
     assert rows[(1, "kd_transfer_te2")]["seeds"] == [42, 43] and rows[(1, "kd_transfer_te2")]["accuracy_sd"] is not None
-    comps = [(c["a"], c["seed"]) for c in results["comparisons"]]
-    assert sorted(comps) == [("ce_matched_te2", 42), ("ce_matched_te2", 43), ("kd_transfer_te2", 42),
-                             ("kd_transfer_te2", 43)]
+    # CE-only over the gold texts' epochs and at the distilled student's steps are both CE-only rows: dev picks one
+    base = results["dev_choice"]["1"]["ce"]
+    other = {"ce": "ce_matched_te2", "ce_matched_te2": "ce"}[base]
+    assert cells[f"L1_{base}_s42"]["selected_dev_metric"] >= cells[f"L1_{other}_s42"]["selected_dev_metric"]
+    assert results["dev_choice"]["1"]["distilled"] == "kd_transfer_te2"
+    assert sorted((c["a"], c["b"], c["seed"]) for c in results["comparisons"]) == [
+        ("kd_transfer_te2", base, 42), ("kd_transfer_te2", base, 43)]
     assert sorted((c["a"], c["b"], c["seed"]) for c in results["controls"]) == [
-        ("kd_transfer_te2", "ce_matched_te2", 42), ("kd_transfer_te2", "ce_matched_te2", 43)]  # same steps, same seed
+        ("kd_transfer_te2", other, 42), ("kd_transfer_te2", other, 43)]  # the other one, same seed
     assert {r["role"] for r in results["reference_rows"]} == {"majority", "teacher"}
     assert "## Gains over CE-only" in (out / "report.md").read_text()
     ft = json.loads((out / "results.json").read_text())["teacher_finetune"]  # the teacher as dev saw it, per epoch
@@ -89,7 +93,7 @@ def test_frontier_cells_resume_and_report(tmp_path, tiny_bert_classifier_dir, ti
     results = json.loads((out / "results.json").read_text())
     # the grid seed's dev score chooses (one seed per grid point; more seeds at the chosen rate cannot flip it)
     dev = {label: json.loads((runs / "cells" / f"L1_{label}_s42" / "cell.json").read_text())["selected_dev_metric"]
-           for label in ("ce", "ce_lr1e-09")}
+           for label in ("ce", "ce_lr1e-09", "ce_matched_te2")}
     baseline = results["ce_baselines"]["1"]
     assert dev[baseline] == max(dev.values()) and "L1 `" + baseline + "`" in (out / "report.md").read_text()
     # the distilled row is chosen by the same rule: the best grid-seed dev score among the distilled rows
@@ -105,19 +109,30 @@ def test_frontier_cells_resume_and_report(tmp_path, tiny_bert_classifier_dir, ti
     assert (1, "ce", "topic") in fid and fid[(1, "ce", "topic")]["n"] == 4
     assert all(0 <= f["agreement_mean"] <= 1 and f["mean_kl"] >= 0 for f in fid.values())
     assert "## Fidelity per transfer source" in (out / "report.md").read_text()
-    # CE-only at matched steps is a control at any learning rate it ran (the tuned CE-only row's rate, say), and is
-    # never a candidate for the CE-only row dev chooses
+    # CE-only at matched steps is a control at any learning rate it ran (the tuned CE-only row's rate, say), and a
+    # training length of the CE-only kind: a candidate for the CE-only row dev chooses, like another rate
     assert bench.main(common + ["--variants", "ce_matched", "--seeds", "1", "--transfer-epochs", "2",
                                 "--learning-rate", "1e-9"]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert ("kd_transfer_te2", "ce_matched_te2_lr1e-09", 42) in {(c["a"], c["b"], c["seed"])
-                                                                  for c in results["controls"]}
-    assert results["dev_choice"]["1"] == chosen
-    other = next(label for label in dev if label != baseline)
-    assert {c["b"] for c in results["comparisons"] if c["a"] == "kd_transfer_te2"} == {baseline}
-    # the CE-only rows dev did not pick are controls of the distilled row dev chose, and of no other distilled row
-    against_other = {c["a"] for c in results["controls"] if c["b"] in dev and c["b"] != baseline}
-    assert against_other == {chosen["distilled"]} and other in {c["b"] for c in results["controls"]}
+    ce_dev = {cell["label"]: cell["selected_dev_metric"] for path in (runs / "cells").glob("L1_ce*_s42/cell.json")
+              if (cell := json.loads(path.read_text()))}
+    assert set(ce_dev) == {"ce", "ce_lr1e-09", "ce_matched_te2", "ce_matched_te2_lr1e-09"}
+    assert {g["row"] for g in results["grid"] if g["size"] == 1 and g["kind"] == "ce"} == set(ce_dev)
+    baseline = results["dev_choice"]["1"]["ce"]
+    assert ce_dev[baseline] == max(ce_dev.values()) and results["ce_baselines"]["1"] == baseline
+    assert results["dev_choice"]["1"]["distilled"] == chosen["distilled"]
+    # every distilled row, and no CE-only row, is compared with the chosen CE-only row
+    assert {(c["a"], c["b"]) for c in results["comparisons"]} == {(kd, baseline) for kd in kd_dev}
+    # each CE-only row dev did not pick is a control of the distilled row dev chose (once), and the CE-only rows
+    # of the other distilled rows are only their matched-step twins
+    for seed in (42, 43):
+        pairs = [(c["a"], c["b"]) for c in results["controls"] if c["seed"] == seed]
+        assert len(pairs) == len(set(pairs))
+    against = {(c["a"], c["b"]) for c in results["controls"] if c["b"] in ce_dev and c["seed"] == 42}
+    assert {b for a, b in against if a == chosen["distilled"]} == set(ce_dev) - {baseline}
+    assert all(b.startswith("ce_matched_te2") for a, b in against if a != chosen["distilled"])
+    if chosen["distilled"] != "kd_transfer_te2":
+        assert ("kd_transfer_te2", "ce_matched_te2_lr1e-09") in against
 
     # Timing exports the first seed's distilled student with the best dev score to onnx-int8 and measures it.
     assert bench.main(common + ["--timing"]) == 0
